@@ -1,0 +1,29 @@
+# Two entry points for a new user: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export FLWR_TELEMETRY_ENABLED := 0
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned exactly, so nothing can pull a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/mupriv demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_model.py
+
+clean:
+	rm -rf $(VENV) .mupriv-cache

@@ -1,0 +1,1 @@
+"""Federated and on-device personalisation schemes, each a Flower ServerApp/ClientApp pair."""
