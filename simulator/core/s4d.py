@@ -46,7 +46,9 @@ class _CausalFFTConv(torch.autograd.Function):
         L = u.shape[-1]
         U = torch.fft.rfft(u, n=2 * L)
         Kf = torch.fft.rfft(K, n=2 * L)
-        ctx.save_for_backward(U, Kf)
+        # The input spectrum is only needed for the kernel's gradient: a frozen middle (µ-Fine-Tuning)
+        # does not keep it, which saves (B, H, L+1) complex values per step.
+        ctx.save_for_backward(U if ctx.needs_input_grad[1] else None, Kf)
         return torch.fft.irfft(U * Kf, n=2 * L)[..., :L]
 
     @staticmethod

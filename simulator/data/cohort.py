@@ -1,0 +1,248 @@
+"""Server source data + N clients, each with a personal train/test split; a client never holds another's records.
+
+Splits of an existing record set (`split_cohort`):
+  by="patient"    patients (patient_id, else record_id) are shuffled; `source_fraction` of the records (whole patients)
+                  go to the server, the other patients are dealt to n_clients clients of similar size.
+  by="source"     hospital-level clients: each database (metadata `source`) is one client; the server keeps the
+                  databases in `server_sources` (default: the largest one). n_clients caps the number of clients.
+  by="dirichlet"  label skew: after the server's share, each patient goes to a client drawn from Dirichlet(alpha)
+                  proportions of its main label (small alpha = each client sees few classes).
+`synthetic_cohort` simulates the default study: a source population recorded by clinical devices, and clients
+that are single patients wearing a different device (noise, sampling rate), older on average and with their own
+class mix, scaled by `shift` in [0, 1]."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from simulator.core.labels import CLASSES
+from simulator.data.preprocess import PreprocessConfig, preprocess_records
+from simulator.data.records import ECGRecords
+from simulator.data.synthetic import (WEIGHT_NAMES, Population, sample_labels, sample_traits,
+                                      synthesize, synthesize_records)
+from simulator.errors import MuprivError
+
+SplitBy = Literal["patient", "source", "dirichlet"]
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    train: ECGRecords
+    test: ECGRecords
+
+    @property
+    def records(self) -> ECGRecords:
+        return ECGRecords.concat([self.train, self.test])
+
+
+@dataclass(frozen=True)
+class Cohort:
+    source: ECGRecords
+    clients: list[Client]
+
+    def client(self, client_id: str) -> Client:
+        for c in self.clients:
+            if c.id == client_id:
+                return c
+        raise MuprivError(f"no client {client_id!r}; clients are {', '.join(c.id for c in self.clients)}")
+
+    def summary(self) -> pd.DataFrame:
+        rows = [{"part": "source", "split": "all", "records": len(self.source), **self.source.class_counts()}]
+        for c in self.clients:
+            for split, r in (("train", c.train), ("test", c.test)):
+                rows.append({"part": c.id, "split": split, "records": len(r), **r.class_counts()})
+        return pd.DataFrame(rows)
+
+
+def client_rng(seed: int, client_index: int, purpose: int = 0) -> np.random.Generator:
+    """Every client derives its own stream from (seed, client index)."""
+    return np.random.default_rng([int(seed), 0xC11E, int(client_index), int(purpose)])
+
+
+def train_test_split(records: ECGRecords, test_fraction: float, rng: np.random.Generator) -> tuple[ECGRecords, ECGRecords]:
+    """Random split, stratified by main label; with >= 2 records both parts get at least one."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise MuprivError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    n = len(records)
+    key = _main_label(records)
+    # stratified and exact: rank every record by its (randomised) position within its label group, take the first k
+    rank = np.empty(n)
+    for k in np.unique(key):
+        idx = rng.permutation(np.flatnonzero(key == k))
+        rank[idx] = (np.arange(len(idx)) + rng.random()) / len(idx)
+    n_test = int(round(test_fraction * n))
+    if n >= 2 and test_fraction > 0:
+        n_test = min(max(n_test, 1), n - 1)
+    test_mask = np.zeros(n, bool)
+    test_mask[np.argsort(rank, kind="stable")[:n_test]] = True
+    return records.subset(np.flatnonzero(~test_mask)), records.subset(np.flatnonzero(test_mask))
+
+
+def _main_label(records: ECGRecords) -> np.ndarray:
+    """0 = none, 1 + class index of the rarest positive class otherwise."""
+    pos = (records.labels > 0.5) & records.known
+    if len(records) == 0:
+        return np.zeros(0, int)
+    prevalence = pos.sum(axis=0) + 1e-9
+    score = np.where(pos, 1.0 / prevalence, 0.0)
+    return np.where(pos.any(axis=1), score.argmax(axis=1) + 1, 0)
+
+
+def _groups(records: ECGRecords) -> tuple[np.ndarray, np.ndarray]:
+    pids = records.patient_ids
+    uniq, inv = np.unique(pids, return_inverse=True)
+    return uniq, inv
+
+
+def split_cohort(records: ECGRecords, n_clients: int, *, by: SplitBy = "patient", source_fraction: float = 0.5,
+                 test_fraction: float = 0.3, alpha: float = 0.5, server_sources: Sequence[str] | None = None,
+                 seed: int = 0) -> Cohort:
+    if n_clients < 1:
+        raise MuprivError(f"n_clients must be >= 1, got {n_clients}")
+    if not 0.0 <= source_fraction < 1.0:
+        raise MuprivError(f"source_fraction must be in [0, 1), got {source_fraction}")
+    rng = np.random.default_rng([int(seed), 0xC0407])
+    n = len(records)
+    owner = np.full(n, -2)  # -1 = server source, k = client k
+    if by == "source":
+        src = records.meta["source"].fillna("unknown").astype(str).to_numpy()
+        names, counts = np.unique(src, return_counts=True)
+        order = names[np.argsort(-counts, kind="stable")]
+        server = list(server_sources) if server_sources is not None else [order[0]]
+        missing = set(server) - set(names)
+        if missing:
+            raise MuprivError(f"server_sources {sorted(missing)} not in the data; sources are {', '.join(names)}")
+        clients_src = [s for s in order if s not in server][:n_clients]
+        if not clients_src:
+            raise MuprivError(f"by='source' needs at least 2 sources, the data has {len(names)} ({', '.join(names)})")
+        owner[np.isin(src, server)] = -1
+        ids = []
+        for k, s in enumerate(clients_src):
+            owner[src == s] = k
+            ids.append(f"site-{s}")
+    else:
+        uniq, inv = _groups(records)
+        G = len(uniq)
+        sizes = np.bincount(inv, minlength=G)
+        perm = rng.permutation(G)
+        n_server = 0
+        server_groups = []
+        for g in perm:
+            if n_server >= source_fraction * n:
+                break
+            server_groups.append(g); n_server += sizes[g]
+        in_server = set(server_groups)
+        rest = [g for g in perm if g not in in_server]
+        if len(rest) < n_clients:
+            raise MuprivError(f"only {len(rest)} patient(s) left for {n_clients} clients; lower n_clients or source_fraction")
+        group_owner = np.full(G, -1)
+        if by == "patient":
+            load = np.zeros(n_clients)
+            for i, g in enumerate(sorted(rest, key=lambda g: -sizes[g])):  # largest first onto the lightest client
+                k = i if i < n_clients else int(np.argmin(load))
+                group_owner[g] = k; load[k] += sizes[g]
+        elif by == "dirichlet":
+            main = _main_label(records)
+            g_label = np.array([np.bincount(main[inv == g], minlength=len(CLASSES) + 1).argmax() for g in range(G)])
+            props = rng.dirichlet(np.full(n_clients, alpha), size=len(CLASSES) + 1)
+            for i, g in enumerate(rest):
+                k = i if i < n_clients else int(rng.choice(n_clients, p=props[g_label[g]]))
+                group_owner[g] = k
+        else:
+            raise MuprivError(f"split by must be patient, source or dirichlet, got {by!r}")
+        owner = group_owner[inv]
+        ids = [f"client-{k:03d}" for k in range(n_clients)]
+    clients = []
+    for k, cid in enumerate(ids):
+        part = records.subset(np.flatnonzero(owner == k))
+        tr, te = train_test_split(part, test_fraction, client_rng(seed, k))
+        clients.append(Client(cid, tr, te))
+    return Cohort(source=records.subset(np.flatnonzero(owner == -1)), clients=clients)
+
+
+def balanced_subset(records: ECGRecords, per_class: int, *, include_normal: bool = True, seed: int = 0) -> ECGRecords:
+    """The paper's fine-tuning subset: up to `per_class` records positive for each class (each record used once,
+    rarest classes first), plus `per_class` records with no class when include_normal. Fewer where the data has fewer."""
+    rng = np.random.default_rng([int(seed), 0xBA1])
+    pos = (records.labels > 0.5) & records.known
+    taken = np.zeros(len(records), bool)
+    order = np.argsort(pos.sum(axis=0), kind="stable")
+    picks = []
+    for j in order:
+        cand = rng.permutation(np.flatnonzero(pos[:, j] & ~taken))[:per_class]
+        taken[cand] = True; picks.extend(cand.tolist())
+    if include_normal:
+        cand = rng.permutation(np.flatnonzero(~pos.any(axis=1) & records.known.all(axis=1) & ~taken))[:per_class]
+        picks.extend(cand.tolist())
+    return records.subset(np.sort(np.asarray(picks, dtype=np.int64)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The synthetic study
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SyntheticCohortSpec:
+    n_source: int = 2000
+    source_patients: int = 500
+    n_clients: int = 8
+    records_per_client: int = 60
+    test_fraction: float = 0.3
+    shift: float = 0.5                     # 0 = clients like the source population ... 1 = strongly shifted
+    source: Population = field(default_factory=Population)
+    client_fs: float | None = None         # wearable rate; None = 500 Hz when shift > 0, else the source's rate
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shift <= 1.0:
+            raise MuprivError(f"cohort shift must be in [0, 1], got {self.shift}")
+        if self.n_clients < 0 or self.records_per_client < 2 or self.n_source < 1:
+            raise MuprivError("cohort: need n_source >= 1, n_clients >= 0 and records_per_client >= 2")
+
+
+def client_population(spec: SyntheticCohortSpec) -> Population:
+    """The wearable population: noisier device at another rate and mains frequency, older patients."""
+    s, src = spec.shift, spec.source
+    d = src.device
+    fs = spec.client_fs if spec.client_fs is not None else (500.0 if s > 0 else d.fs)
+    dev = replace(d, name="wearable", fs=fs, wander_mv=d.wander_mv * (1 + 3 * s), muscle_mv=d.muscle_mv * (1 + 4 * s),
+                  powerline_mv=d.powerline_mv * (1 + 3 * s), powerline_hz=60.0 if s > 0 else d.powerline_hz,
+                  gain_sd=d.gain_sd * (1 + s))
+    return replace(src, name="wearable", age_mean=src.age_mean + 12 * s, device=dev)
+
+
+def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> tuple[ECGRecords, list[tuple[str, ECGRecords]]]:
+    """The cohort's records before preprocessing (mV, each device's own rate): source set and (client id, records)."""
+    source = synthesize(spec.n_source, seed=seed, population=spec.source, n_patients=spec.source_patients,
+                        id_prefix="SRC", patient_prefix="S")
+    pop = client_population(spec)
+    base = pop.weight_vector()
+    clients = []
+    for k in range(spec.n_clients):
+        rng = client_rng(seed, k, purpose=1)
+        traits = sample_traits(1, pop, rng)
+        if spec.shift > 0:  # each patient's own class mix around the population's
+            conc = np.maximum(base * len(WEIGHT_NAMES) * 4 * (1.0 - 0.9 * spec.shift), 0.05)
+            w = 0.85 * rng.dirichlet(conc) + 0.15 * base  # skewed, but every class stays possible
+        else:
+            w = base
+        labels = sample_labels(np.broadcast_to(w, (spec.records_per_client, len(WEIGHT_NAMES))), pop.combo_prob, rng)
+        recs = synthesize_records(traits, np.zeros(spec.records_per_client, np.int64), labels, pop.device, rng,
+                                  source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(spec.records_per_client)],
+                                  patient_ids=[f"C{k:03d}"])
+        clients.append((f"client-{k:03d}", recs))
+    return source, clients
+
+
+def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> Cohort:
+    """Source population records + one client per simulated patient, all preprocessed with spec.preprocess,
+    each client's records split into personal train/test."""
+    source, raw = synthesize_cohort_raw(spec, seed)
+    clients = []
+    for k, (cid, recs) in enumerate(raw):
+        tr, te = train_test_split(preprocess_records(recs, spec.preprocess), spec.test_fraction, client_rng(seed, k, purpose=2))
+        clients.append(Client(cid, tr, te))
+    return Cohort(source=preprocess_records(source, spec.preprocess), clients=clients)

@@ -1,0 +1,67 @@
+"""One entry point: a WFDB folder, a CODE-15 .hdf5 or a records/tensors .npz -> ECGRecords, through the cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from simulator.core.labels import CLASSES, LEADS
+from simulator.core.tensors import load_npz
+from simulator.data.cache import RecordCache
+from simulator.data.code15 import find_exams_csv, read_code15
+from simulator.data.npzio import is_records_npz, load_records_npz
+from simulator.data.preprocess import PreprocessConfig
+from simulator.data.records import ECGRecords, META_COLUMNS
+from simulator.data.wfdb_reader import list_headers, read_wfdb_folder
+from simulator.errors import MuprivError
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def kind_of(path: Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        return "wfdb"
+    if not path.exists():
+        raise MuprivError(f"{path}: no such file or folder; give a WFDB folder, a CODE-15 .hdf5 or an .npz")
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        return "code15"
+    if path.suffix.lower() == ".npz":
+        return "npz"
+    raise MuprivError(f"{path}: unknown data format '{path.suffix}'; give a WFDB folder, a CODE-15 .hdf5 or an .npz")
+
+
+def _tensors_npz_as_records(path: Path, fs: float) -> ECGRecords:
+    t = load_npz(path)
+    if t.n_leads != len(LEADS) or t.y.shape[1] != len(CLASSES):
+        raise MuprivError(f"{path}: arrays are {t.n_leads} leads x {t.y.shape[1]} classes; records need {len(LEADS)} leads and {len(CLASSES)} classes")
+    n = len(t)
+    meta = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in META_COLUMNS})
+    meta["record_id"] = [f"{path.stem}-{i}" for i in range(n)]
+    meta["source"] = path.name
+    meta["path"] = str(path)
+    return ECGRecords(t.x.numpy(), t.y.numpy(), t.known.numpy(), meta, fs=fs, units="unknown")
+
+
+def load_records(path: Path | str, *, preprocess: PreprocessConfig = PreprocessConfig(), skip_bad: bool = False,
+                 cache: RecordCache | bool | None = True, exams_csv: Path | str | None = None,
+                 drop_other: bool = False, max_records: int | None = None, progress=None) -> ECGRecords:
+    """Read `path` (WFDB folder / CODE-15 .hdf5 / .npz). cache=True uses RecordCache() (.mupriv-cache in the cwd),
+    a RecordCache uses that one, False/None reads the files every time. .npz files are never cached (already fast)."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "npz":
+        return load_records_npz(path) if is_records_npz(path) else _tensors_npz_as_records(path, preprocess.fs)
+    store = RecordCache() if cache is True else cache if isinstance(cache, RecordCache) else RecordCache(enabled=False)
+    settings = {"preprocess": preprocess.as_dict(), "skip_bad": skip_bad}
+    if kind == "wfdb":
+        heads = list_headers(path)
+        files = heads + sorted(path.rglob("*.mat"))
+        settings["drop_other"] = drop_other
+        return store.load("wfdb", path, files, settings,
+                          lambda: read_wfdb_folder(path, preprocess=preprocess, skip_bad=skip_bad, drop_other=drop_other, progress=progress))
+    csv = Path(exams_csv) if exams_csv is not None else find_exams_csv(path)
+    files = [path] + ([csv] if csv is not None and csv.is_file() else [])
+    settings.update(exams_csv=str(csv.resolve()) if csv is not None else None, max_records=max_records)
+    return store.load("code15", path, files, settings,
+                      lambda: read_code15(path, csv, preprocess=preprocess, skip_bad=skip_bad, max_records=max_records, progress=progress))

@@ -1,0 +1,35 @@
+"""Turn the [data] config into train/validation tensors for the core (the glue between simulator.data and core)."""
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.config import DataConfig
+from simulator.core.tensors import ECGTensors
+from simulator.data.load import load_records
+from simulator.data.preprocess import PreprocessConfig, preprocess_records
+from simulator.data.records import ECGRecords
+from simulator.data.synthetic import synthesize
+from simulator.errors import MuprivError
+
+
+def preprocess_config(cfg: DataConfig) -> PreprocessConfig:
+    return PreprocessConfig(fs=cfg.fs, length=cfg.length, scale=cfg.scale)
+
+
+def load_configured_records(cfg: DataConfig, seed: int, path: str | None = None) -> ECGRecords:
+    """The records named by `path` (or cfg.path), preprocessed; synthetic ones when both are empty."""
+    path = path if path is not None else cfg.path
+    if not path:
+        return preprocess_records(synthesize(cfg.synthetic_records, seed=seed), preprocess_config(cfg))
+    return load_records(path, preprocess=preprocess_config(cfg), skip_bad=cfg.skip_bad)
+
+
+def split_train_val(records: ECGRecords, val_fraction: float, seed: int) -> tuple[ECGTensors, ECGTensors]:
+    """A seeded random split by record; both sides must be non-empty."""
+    n = len(records)
+    n_val = int(round(n * val_fraction))
+    if n < 2 or n_val < 1 or n_val >= n:
+        raise MuprivError(f"data: {n} records cannot be split with val_fraction={val_fraction}; give more records or change data.val_fraction")
+    order = np.random.default_rng([seed, 0xDA7A]).permutation(n)
+    data = records.tensors()
+    return data.subset(order[n_val:]), data.subset(order[:n_val])
