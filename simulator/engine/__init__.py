@@ -1,0 +1,30 @@
+"""Flower grid backends: run a ServerApp/ClientApp pair over simulated clients.
+
+Engines: ``inline`` (in-process `InlineGrid`, deterministic, the default) and ``ray``
+(Flower's ``run_simulation`` on the Ray backend, in a killable child process). On both, the
+ServerApp talks to a `LedgerGrid` that records every message into the `WireLedger`.
+"""
+
+from simulator.engine.api import (
+    ENGINES,
+    FederationResult,
+    load_strategy_result,
+    run_federation,
+    store_strategy_result,
+)
+from simulator.engine.inline import EngineTimeout, InlineGrid, wire_copy
+from simulator.engine.ray_engine import ray_available
+from simulator.engine.recording import LedgerGrid
+
+__all__ = [
+    "ENGINES",
+    "EngineTimeout",
+    "FederationResult",
+    "InlineGrid",
+    "LedgerGrid",
+    "load_strategy_result",
+    "ray_available",
+    "run_federation",
+    "store_strategy_result",
+    "wire_copy",
+]

@@ -1,0 +1,198 @@
+"""The inline engine: a Flower Grid that runs the ClientApp in this process, in order.
+
+`InlineGrid` implements `flwr.serverapp.grid.Grid` (Flower 1.41). What it keeps from Flower's
+simulation runtime:
+
+- every node has its own persistent `Context` (``node_config`` with ``partition-id`` and
+  ``num-partitions``, a ``state`` RecordDict that survives across rounds); as with the Ray
+  backend the ClientApp works on a copy and the copy is kept only if the app returns normally;
+- nothing is shared between server and client: a message crosses by Flower's protobuf
+  serialisation (``message_to_proto`` -> ``message_from_proto``), both ways;
+- a ClientApp exception becomes an error reply (``ErrorCode.CLIENT_APP_RAISED_EXCEPTION``, the
+  same reason format as the simulation runtime), so the strategy's failure rules apply.
+
+What it does differently: messages are executed lazily in push order when the server pulls, one
+at a time, in the calling thread (deterministic); node and message ids come from a seeded RNG;
+TTLs are not enforced (nothing waits).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.serverapp.grid import Grid
+from flwr.supercore.run import Run
+
+log = logging.getLogger(__name__)
+
+PARTITION_ID_KEY = "partition-id"
+NUM_PARTITIONS_KEY = "num-partitions"
+
+
+class EngineTimeout(RuntimeError):
+    """The federation did not finish within its time limit."""
+
+
+def wire_copy(message: Message) -> Message:
+    """Copy a message the way it would cross the wire: Flower protobuf out and back in."""
+    return message_from_proto(message_to_proto(message))
+
+
+def make_node_config(
+    partition_id: int, num_partitions: int, extra: Callable[[int], Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """The node_config Flower's simulation gives a node, plus ``extra(partition_id)``."""
+    cfg: dict[str, Any] = {PARTITION_ID_KEY: partition_id, NUM_PARTITIONS_KEY: num_partitions}
+    if extra is not None:
+        cfg.update(extra(partition_id))
+    return cfg
+
+
+class InlineGrid(Grid):
+    """Deliver messages to ``client_app`` in-process, one node Context per simulated client."""
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        *,
+        run_id: int,
+        seed: int = 0,
+        run_config: Mapping[str, Any] | None = None,
+        node_config: Callable[[int], Mapping[str, Any]] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        if num_nodes < 1:
+            raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+        self._app = client_app
+        self._rng = random.Random(f"mupriv-inline-{seed}")
+        node_ids: list[int] = []
+        while len(node_ids) < num_nodes:  # unique 64-bit ids, like Flower's
+            nid = self._rng.getrandbits(64)
+            if nid > 0 and nid not in node_ids:
+                node_ids.append(nid)
+        self._node_ids = node_ids
+        self.node_to_partition = {nid: i for i, nid in enumerate(node_ids)}
+        self._contexts = {
+            nid: Context(
+                run_id=run_id,
+                node_id=nid,
+                node_config=make_node_config(i, num_nodes, node_config),
+                state=RecordDict(),
+                run_config=dict(run_config or {}),
+            )
+            for i, nid in enumerate(node_ids)
+        }
+        self._run: Run | None = None
+        self._pending: dict[str, Message] = {}  # insertion order = push order
+        self._replies: dict[str, Message] = {}  # instruction id -> reply
+        self._lock = threading.RLock()  # legacy strategies call from a thread pool
+        self.deadline = deadline
+
+    # -- Grid API ------------------------------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        if not isinstance(run, Run):
+            raise TypeError(f"`run` must be an instance of Run, got {type(run).__name__}")
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        if self._run is None:
+            raise RuntimeError("InlineGrid.set_run() was not called")
+        return Run(**vars(self._run))
+
+    def create_message(  # pylint: disable=too-many-arguments,R0917
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._node_ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids: list[str] = []
+        with self._lock:
+            for msg in messages:
+                md = msg.metadata
+                if md.message_id or md.reply_to_message_id or md.ttl <= 0 or md.delivered_at:
+                    raise ValueError(f"Invalid message: {msg}")
+                if md.dst_node_id not in self._contexts:
+                    log.warning("dropping a message to unknown node %s", md.dst_node_id)
+                    continue
+                mid = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+                md.__dict__["_message_id"] = mid
+                self._pending[mid] = wire_copy(msg)
+                ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        wanted = set(message_ids)
+        out: list[Message] = []
+        with self._lock:
+            for mid in [m for m in self._pending if m in wanted]:
+                self._check_deadline()
+                self._replies[mid] = self._execute(self._pending.pop(mid))
+            for mid in [m for m in self._replies if m in wanted]:
+                out.append(self._replies.pop(mid))
+        return out
+
+    def send_and_receive(
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+    ) -> Iterable[Message]:
+        # Execution is synchronous: one pull returns every reply. ``timeout`` cannot cut a
+        # running ClientApp short; the run's own deadline is checked between messages.
+        return self.pull_messages(self.push_messages(messages))
+
+    # -- execution -----------------------------------------------------------------------------
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise EngineTimeout("inline engine: the federation ran past its timeout_s")
+
+    def _execute(self, msg: Message) -> Message:
+        node_id = msg.metadata.dst_node_id
+        context = copy.deepcopy(self._contexts[node_id])
+        try:
+            reply = self._app(message=msg, context=context)
+            if not isinstance(reply, Message):
+                raise TypeError(f"ClientApp returned {type(reply).__name__}, expected a Message")
+            if reply.metadata.reply_to_message_id != msg.metadata.message_id:
+                raise ValueError("ClientApp's reply does not reply to the message it was given")
+        except Exception as ex:  # pylint: disable=broad-exception-caught
+            partition = context.node_config.get(PARTITION_ID_KEY)
+            log.warning(
+                "ClientApp of node %s (partition %s) raised on %r:\n%s",
+                node_id,
+                partition,
+                msg.metadata.message_type,
+                traceback.format_exc(),
+            )
+            reason = str(type(ex)) + ":<'" + str(ex) + "'>"  # as Flower's simulation reports it
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+        else:
+            self._contexts[node_id] = context
+        reply.metadata.__dict__["_message_id"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        return wire_copy(reply)
+
+    def node_context(self, node_id: int) -> Context:
+        """A copy of a node's persistent Context (for tests and inspection)."""
+        return copy.deepcopy(self._contexts[node_id])

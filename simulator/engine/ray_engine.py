@@ -1,0 +1,234 @@
+"""The ray engine: Flower's own `run_simulation` (Ray backend), under a hard deadline.
+
+`run_simulation` blocks, starts a Ray cluster and cannot be interrupted from a thread, so it runs
+in a forked child process in its own session. The parent waits up to ``timeout_s``; past that it
+kills the child's process group (Ray's raylet/GCS share the driver's fate on Linux) and raises
+`EngineTimeout`. Forking also keeps the apps as they are: the ServerApp runs in the child
+(Flower runs it in a thread of the process that called `run_simulation`), only the ClientApp has
+to be picklable, because Ray ships it to its actors with cloudpickle.
+
+What comes back from the child through a pickle file: the ledger entries (recorded by
+`LedgerGrid` wrapped around the `InMemoryGrid` that run_simulation gives the ServerApp), the
+ServerApp's final Context (Flower protobuf), and the node-id -> partition-id map, which each
+ClientApp writes out-of-band into a scratch directory on its first message (the server never
+sees it on the wire; it is simulation bookkeeping for joining ground truth later).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.common.serde import context_from_proto, context_to_proto
+from flwr.serverapp import Grid, ServerApp
+
+from simulator.engine.inline import PARTITION_ID_KEY, EngineTimeout
+from simulator.engine.recording import LedgerGrid
+from simulator.errors import MuprivError
+from simulator.ledger import WireLedger
+
+RAY_INSTALL_HINT = 'install it with: .venv/bin/pip install -c constraints.txt "flwr[simulation]==1.41.0"'
+
+
+def ray_available() -> bool:
+    """True when Ray (Flower's simulation extra) is importable."""
+    return importlib.util.find_spec("ray") is not None
+
+
+class _ClientShim(ClientApp):
+    """Wraps the user's ClientApp inside a Ray actor: run_config, node_config extras, node map."""
+
+    def __init__(
+        self,
+        inner: ClientApp,
+        run_config: Mapping[str, Any],
+        node_config: Callable[[int], Mapping[str, Any]] | None,
+        map_dir: str,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.run_config = dict(run_config)
+        self.node_config_fn = node_config
+        self.map_dir = map_dir
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        partition = int(context.node_config[PARTITION_ID_KEY])
+        context.run_config = dict(self.run_config)
+        if self.node_config_fn is not None:
+            context.node_config.update(self.node_config_fn(partition))
+        mark = Path(self.map_dir) / str(context.node_id)
+        if not mark.exists():
+            tmp = mark.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(str(partition))
+            os.replace(tmp, mark)
+        return self.inner(message=message, context=context)
+
+
+def _child(  # pylint: disable=too-many-arguments
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_clients: int,
+    backend_config: dict[str, Any],
+    run_config: Mapping[str, Any],
+    node_config: Callable[[int], Mapping[str, Any]] | None,
+    seed: int,
+    scheme: str,
+    work_dir: str,
+    verbose: bool,
+) -> None:
+    """Body of the forked child: run Flower's simulation and pickle what the parent needs."""
+    code = 1
+    out: dict[str, Any] = {"entries": [], "context": None, "error": None}
+    try:
+        os.setsid()
+        import random
+
+        random.seed(seed)  # strategies sample nodes with the global `random`; this is the child's
+        if "torch" in sys.modules:  # the server thread must not reuse the parent's OpenMP pool
+            sys.modules["torch"].set_num_threads(1)
+        from flwr.simulation import run_simulation
+
+        ledger = WireLedger(scheme)
+        holder: dict[str, Context] = {}
+        wrapped = ServerApp()
+
+        @wrapped.main()
+        def _main(grid: Grid, context: Context) -> None:
+            # run_simulation registers the SuperNodes while the ServerApp is already running;
+            # a strategy that counts nodes before they are all in samples too few (FedAvg 1.41
+            # computes its sample size before waiting for min_available_nodes). Start when all
+            # N are connected, as the inline engine does.
+            while len(list(grid.get_node_ids())) < num_clients:
+                time.sleep(0.02)
+            context.run_config = dict(run_config)
+            server_app(LedgerGrid(grid, ledger), context)
+            holder["context"] = context
+
+        map_dir = os.path.join(work_dir, "nodes")
+        os.makedirs(map_dir, exist_ok=True)
+        run_simulation(
+            server_app=wrapped,
+            client_app=_ClientShim(client_app, run_config, node_config, map_dir),
+            num_supernodes=num_clients,
+            backend_name="ray",
+            backend_config=backend_config,
+            verbose_logging=verbose,
+        )
+        out["entries"] = ledger.entries
+        if "context" in holder:
+            out["context"] = context_to_proto(holder["context"]).SerializeToString()
+        code = 0
+    except BaseException:  # pylint: disable=broad-exception-caught
+        out["error"] = traceback.format_exc()
+    finally:
+        try:
+            with open(os.path.join(work_dir, "result.tmp"), "wb") as fh:
+                pickle.dump(out, fh)
+            os.replace(os.path.join(work_dir, "result.tmp"), os.path.join(work_dir, "result.pkl"))
+            try:
+                import ray
+
+                if ray.is_initialized():
+                    ray.shutdown()
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)  # never run the parent's atexit/pytest machinery in the fork
+
+
+def run_ray(  # pylint: disable=too-many-arguments,too-many-locals
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_clients: int,
+    *,
+    ledger: WireLedger,
+    timeout_s: float,
+    num_cpus: int = 2,
+    cpus_per_client: float = 1.0,
+    run_config: Mapping[str, Any] | None = None,
+    node_config: Callable[[int], Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+) -> tuple[Context | None, dict[int, int]]:
+    """Run the pair on Flower's Ray simulation; fill ``ledger``; return (server Context, node map)."""
+    if not ray_available():
+        raise MuprivError(f"engine 'ray' needs Ray, which is not installed: {RAY_INSTALL_HINT}")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise MuprivError("engine 'ray' needs the 'fork' start method (Linux/macOS): use engine='inline'")
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": num_cpus,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "logging_level": "INFO" if verbose else "ERROR",
+            "log_to_driver": True,
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="mupriv-ray-") as work_dir:
+        ctx = multiprocessing.get_context("fork")
+        proc = ctx.Process(
+            target=_child,
+            args=(server_app, client_app, num_clients, backend_config, dict(run_config or {}),
+                  node_config, seed, ledger.scheme, work_dir, verbose),
+            daemon=False,
+        )
+        proc.start()
+        proc.join(timeout_s)
+        if proc.is_alive():
+            _kill_group(proc.pid)
+            proc.join(10)
+            raise EngineTimeout(
+                f"engine 'ray' did not finish within timeout_s={timeout_s:g}s and was killed: "
+                "raise timeout_s, or check backend_config/client resources (a client needing more "
+                "CPUs than the cluster has waits forever)"
+            )
+        result_path = Path(work_dir) / "result.pkl"
+        if not result_path.is_file():
+            raise RuntimeError(f"engine 'ray': the simulation process died (exit code {proc.exitcode}) without a result")
+        with open(result_path, "rb") as fh:
+            out = pickle.load(fh)
+        _kill_group(proc.pid)  # reap anything Ray left in the child's session
+        if out["error"]:
+            raise RuntimeError("engine 'ray': the simulation failed in its process:\n" + out["error"])
+        node_map = {
+            int(p.name): int(p.read_text())
+            for p in (Path(work_dir) / "nodes").iterdir()
+            if p.name.isdigit()
+        }
+    ledger.extend(out["entries"])
+    ledger.set_partition_ids(node_map)
+    context = None
+    if out["context"] is not None:
+        from flwr.proto.message_pb2 import Context as ProtoContext  # pylint: disable=E0611
+
+        context = context_from_proto(ProtoContext.FromString(out["context"]))
+    return context, node_map
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:  # give the kernel a moment to reap
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
