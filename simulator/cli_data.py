@@ -94,7 +94,7 @@ def synth_cmd(
     fs: float = typer.Option(400.0, "--fs", help="Source device sampling rate (Hz)."),
     seconds: float = typer.Option(10.24, "--seconds", help="Recording length (s)."),
 ) -> None:
-    """Write a synthetic cohort as WFDB .hea + .mat in the CinC layout: OUT/source/ and OUT/client-XXX/."""
+    """Write a synthetic cohort as WFDB .hea + .mat in the CinC layout: OUT/source/ and OUT/client-000/, OUT/client-001/, ..."""
     from simulator.data.cohort import SyntheticCohortSpec, synthesize_cohort_raw
     from simulator.data.synthetic import DeviceProfile, Population
     from simulator.data.wfdb_writer import write_wfdb
