@@ -28,13 +28,7 @@ from simulator.errors import MuprivError  # noqa: E402
 SPEC = ToySpec()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny ops on a shared 2-core box are ~100x slower with 2 OpenMP threads than with 1.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fedavg(num_clients: int = 3, num_rounds: int = 2, seed: int = 0, **client_kw):
