@@ -194,7 +194,11 @@ def finetune(
 def _mount_subcommands() -> None:
     from simulator.cli_data import data_app
 
+    from simulator.cli_schemes import run_scheme_command, schemes_command
+
     app.add_typer(data_app, name="data", help="Inspect real ECG archives and write synthetic cohorts.")
+    app.command("schemes")(user_errors(schemes_command))
+    app.command("run-scheme")(user_errors(run_scheme_command))
 
 
 _mount_subcommands()

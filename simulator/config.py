@@ -73,12 +73,49 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class CohortConfig:
+    """The simulated study: the server's source data and the patient clients (see simulator.data.cohort)."""
+
+    clients: int = 4  # number of clients (patients, or hospitals with split = "source")
+    records_per_client: int = 60  # synthetic: records each simulated patient holds
+    test_fraction: float = 0.3  # each client's records held out as its personal test set
+    shift: float = 0.5  # synthetic: 0 = clients like the source population ... 1 = strongly shifted
+    split: str = "patient"  # real data: "patient", "source" (hospital-level) or "dirichlet" (label skew)
+    source_fraction: float = 0.5  # real data: share of the records (whole patients) the server keeps
+    dirichlet_alpha: float = 0.5  # real data with split = "dirichlet": smaller = more skewed clients
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How schemes run: the Flower engine and the defaults every federated scheme starts from."""
+
+    engine: str = "inline"  # "inline" (in-process, deterministic) or "ray" (Flower's simulation engine)
+    rounds: int = 3  # federated rounds (a scheme table can override it)
+    local_epochs: int = 1  # local epochs per round (a scheme table can override it)
+    timeout_s: float = 3600.0  # hard limit per scheme run
+
+
+@dataclass(frozen=True)
+class SchemesConfig:
+    """Which schemes run, and per-scheme parameters (TOML tables [schemes.<name>])."""
+
+    run: tuple[str, ...] = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "fedper", "fedrep", "fed-mu")
+    options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()  # ((scheme, ((key, value), ...)), ...)
+
+    def params_for(self, name: str) -> dict[str, Any]:
+        return {k: v for scheme, items in self.options if scheme == name for k, v in items}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    cohort: CohortConfig = field(default_factory=CohortConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    schemes: SchemesConfig = field(default_factory=SchemesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,7 +140,35 @@ class RunConfig:
                 raise MuprivError(f"{name}.batch_size must be >= 1 and {name}.lr > 0")
         self.finetune.phase()  # validates parts
         self.train.plan()  # validates epochs / alpha
+        if self.federation.engine not in ("inline", "ray"):
+            raise MuprivError(f"federation.engine = {self.federation.engine!r}: choose 'inline' or 'ray'")
+        if self.federation.rounds < 1 or self.federation.local_epochs < 1:
+            raise MuprivError("federation.rounds and federation.local_epochs must be >= 1")
+        if self.cohort.clients < 1:
+            raise MuprivError(f"cohort.clients must be >= 1, got {self.cohort.clients}")
+        if not 0.0 < self.cohort.test_fraction < 1.0:
+            raise MuprivError(f"cohort.test_fraction must be between 0 and 1 (exclusive), got {self.cohort.test_fraction}")
+        if self.cohort.split not in ("patient", "source", "dirichlet"):
+            raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
+        for name in self.schemes.run:
+            self.scheme_params(name)  # unknown schemes and parameters fail here, before any training
         return self
+
+    def scheme_params(self, name: str) -> Any:
+        """A scheme's parameters: its defaults, then [federation] rounds/local_epochs, then [schemes.<name>]."""
+        from baselines.registry import get_scheme  # pylint: disable=import-outside-toplevel
+
+        scheme = get_scheme(name)
+        fields_ = {f.name for f in dataclasses.fields(scheme.params)}
+        values = {k: getattr(self.federation, k) for k in ("rounds", "local_epochs") if k in fields_}
+        values.update(self.schemes.params_for(name))
+        return scheme.make_params(values)
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The resolved config as a TOML-shaped table (scheme options back as [schemes.<name>] tables)."""
+        table = self.to_dict()
+        table["schemes"] = {"run": list(self.schemes.run), **{n: dict(items) for n, items in self.schemes.options}}
+        return table
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -124,6 +189,32 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     return value
 
 
+def _schemes(table: Any) -> SchemesConfig:
+    """[schemes]: `run` lists scheme names; every other key must be a scheme name holding its parameter table."""
+    from baselines.registry import get_scheme  # pylint: disable=import-outside-toplevel
+
+    if isinstance(table, SchemesConfig):
+        return table
+    if not isinstance(table, dict):
+        raise MuprivError(f"[schemes] must be a table, got {type(table).__name__}")
+    table = dict(table)
+    run = table.pop("run", SchemesConfig.run)
+    if isinstance(run, str) or not isinstance(run, (list, tuple)):
+        raise MuprivError(f"schemes.run must be a list of scheme names, got {run!r}")
+    for name in run:
+        get_scheme(str(name))
+    options = []
+    for name, items in table.items():
+        if name == "options" and isinstance(items, (list, tuple)):  # to_dict() of an existing SchemesConfig
+            options.extend((str(n), tuple(v)) for n, v in items)
+            continue
+        get_scheme(name)
+        if not isinstance(items, dict):
+            raise MuprivError(f"[schemes.{name}] must be a table of that scheme's parameters")
+        options.append((name, tuple(sorted(items.items()))))
+    return SchemesConfig(run=tuple(str(n) for n in run), options=tuple(sorted(options)))
+
+
 def _build(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -134,7 +225,7 @@ def _build(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
             raise MuprivError(f"unknown config key {full!r}{hint}")
-        kwargs[key] = _coerce(value, hints[key], full)
+        kwargs[key] = _schemes(value) if hints[key] is SchemesConfig else _coerce(value, hints[key], full)
     return cls(**kwargs)
 
 

@@ -42,6 +42,7 @@ from simulator.errors import MuprivError
 
 DOWN = "down"  # server -> client
 UP = "up"  # client -> server
+SERVER = "server"  # not a message: what the server derives itself, e.g. the unmasked SecAgg+ sum
 
 CSV_NAME = "ledger.csv"
 NPZ_NAME = "payloads.npz"
@@ -262,6 +263,25 @@ class WireLedger:
                 records=records,
                 payload=payload,
                 **sizes,
+            )
+            self._entries.append(entry)
+        return entry
+
+    def observe(self, *, round: int | None, exchange: int, arrays: Mapping[str, np.ndarray],  # noqa: A002
+                metrics: Mapping[str, Any] | None = None, message_type: str = "aggregate") -> LedgerEntry:
+        """Record what the server learns without a message crossing the wire (direction "server",
+        zero bytes): e.g. the aggregate SecAgg+ unmasks, with ``metrics["num-clients"]`` summands."""
+        payload = {f"arrays/{k}": np.asarray(v) for k, v in arrays.items()}
+        with self._lock:
+            entry = LedgerEntry(
+                row=len(self._entries), scheme=self.scheme, round=round, exchange=exchange, direction=SERVER,
+                node_id=0, partition_id=None, message_type=message_type, group_id="" if round is None else str(round),
+                message_id="", reply_to="", tensor_names=list(payload), shapes=[list(a.shape) for a in payload.values()],
+                dtypes=[str(a.dtype) for a in payload.values()], n_params=int(sum(a.size for a in payload.values())),
+                payload_bytes=int(sum(a.nbytes for a in payload.values())), bytes=0, content_bytes=0, object_bytes=0,
+                sha256=hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in payload.values())).hexdigest(),
+                records={"metrics": {"__kind__": "metrics", **{k: _plain(v) for k, v in (metrics or {}).items()}}},
+                payload=payload,
             )
             self._entries.append(entry)
         return entry

@@ -193,9 +193,11 @@ def train_phase(
     seed: int = 0,
     on_epoch: Callable[[EpochLog], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> PhaseResult:
     """Train the parts `phase` names. With `val`, the epoch with the best validation macro-AUROC is kept
-    (ties: the earlier epoch); without it, the last epoch. The model is left in eval() mode."""
+    (ties: the earlier epoch); without it, the last epoch. The model is left in eval() mode.
+    `penalty()` is added to every batch's loss (e.g. FedProx's proximal term)."""
     train.check_for_model(model.cfg.n_leads, None, model.cfg.n_classes, name=f"phase {phase.name!r} training data")
     if val is not None:
         val.check_for_model(model.cfg.n_leads, None, model.cfg.n_classes, name=f"phase {phase.name!r} validation data")
@@ -226,6 +228,8 @@ def train_phase(
                 loss = masked_bce(logits, y, known, phase.pos_weight)
                 if soft is not None:
                     loss = (1 - phase.alpha) * loss + phase.alpha * masked_bce(logits, soft, known, None)
+                if penalty is not None:
+                    loss = loss + penalty()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -92,6 +92,13 @@ class LedgerGrid(Grid):
                 self._sent[mid] = (exchange, entry.round)
         return ids
 
+    def observe(self, round: int | None, arrays: Mapping, metrics: Mapping | None = None) -> None:  # noqa: A002
+        """Record something the server computes itself (e.g. the unmasked SecAgg+ aggregate)."""
+        with self._lock:
+            exchange = self._exchange
+            self._exchange += 1
+        self.ledger.observe(round=round, exchange=exchange, arrays=arrays, metrics=metrics)
+
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         replies = list(self.inner.pull_messages(message_ids))
         for reply in replies:

@@ -1,0 +1,105 @@
+"""DP-SGD on a device (Abadi et al. 2016) with Opacus: per-sample gradients from Opacus'
+`GradSampleModule` (hooks mode; mupriv's samplers for S4D and the NCP layers), clipping and Gaussian
+noise by Opacus' `DPOptimizer`, Poisson sampling of each batch, and an RDP accountant whose history
+the device keeps for the whole run (so epsilon covers every round it took part in)."""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Sequence
+
+import torch
+from flwr.app import ConfigRecord, Context
+
+from baselines.setup import SchemeSetup, device_data, device_seed, tally
+from simulator.core.model import TDSSM
+from simulator.core.phases import EpochLog, PhaseResult, make_optimizer, masked_bce, set_trainable
+
+ACCOUNTANT_KEY = "mupriv.dp-history"
+
+
+def dp_history(context: Context) -> list[tuple[float, float, int]]:
+    """The device's accountant history: (noise multiplier, sample rate, steps) per training session."""
+    if ACCOUNTANT_KEY not in context.state:
+        return []
+    rec = context.state[ACCOUNTANT_KEY]
+    return [(float(s), float(q), int(n)) for s, q, n in zip(rec["sigma"], rec["q"], rec["steps"])]  # type: ignore[index]
+
+
+def epsilon_of(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    from opacus.accountants import RDPAccountant  # pylint: disable=import-outside-toplevel
+
+    if not history:
+        return 0.0
+    acc = RDPAccountant()
+    acc.history = [tuple(h) for h in history]
+    return float(acc.get_epsilon(delta))
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+def dp_train_on_device(
+    setup: SchemeSetup,
+    context: Context,
+    model: TDSSM,
+    parts: Sequence[str],
+    epochs: int,
+    server_round: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    delta: float,
+) -> PhaseResult:
+    """`epochs * ceil(n / batch)` DP-SGD steps, each on a Poisson sample with rate batch / n."""
+    import simulator.core.private  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from opacus import GradSampleModule  # pylint: disable=import-outside-toplevel
+    from opacus.optimizers import DPOptimizer  # pylint: disable=import-outside-toplevel
+
+    data = device_data(context)
+    n = len(data)
+    phase = setup.phase(parts, epochs, name="dp-sgd")
+    q = min(1.0, phase.batch_size / n)
+    steps = epochs * steps_per_epoch(n, phase.batch_size)
+    seed = device_seed(setup, context, server_round)
+    start = time.perf_counter()
+    result = PhaseResult(phase)
+    trainable = set_trainable(model, parts)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sampler = torch.Generator().manual_seed(seed)
+        noise = torch.Generator().manual_seed(seed + 1)
+        gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        base = make_optimizer(model, phase)
+        opt = DPOptimizer(base, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                          expected_batch_size=max(1, int(round(q * n))), loss_reduction="mean", generator=noise)
+        model.train()
+        total = 0.0
+        # The encoder's input never needs a gradient; Opacus' full backward hooks warn about that harmlessly.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        for _ in range(steps):
+            pick = torch.nonzero(torch.rand(n, generator=sampler) < q).flatten()
+            opt.zero_grad(set_to_none=True)
+            if len(pick) == 0:  # an empty Poisson sample still takes a (pure-noise) step
+                for p in trainable:
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                loss = torch.tensor(0.0)
+            else:
+                loss = masked_bce(gsm(data.x[pick]), data.y[pick], data.known[pick], phase.pos_weight)
+                loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            result.steps += 1
+        gsm._close()  # pylint: disable=protected-access  # remove Opacus' hooks; the model is plain again
+        for p in model.parameters():
+            for attr in ("grad_sample", "summed_grad", "_forward_counter"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
+    model.eval()
+    result.history.append(EpochLog(phase.name, epochs, total / max(1, steps)))
+    history = dp_history(context) + [(float(noise_multiplier), float(q), int(steps))]
+    context.state[ACCOUNTANT_KEY] = ConfigRecord({"sigma": [h[0] for h in history], "q": [h[1] for h in history],
+                                                  "steps": [h[2] for h in history]})
+    tally(context, wall_s=time.perf_counter() - start, local_steps=steps, trainings=1)
+    return result

@@ -1,0 +1,237 @@
+"""Run one scheme over a study and measure every client: accuracy, forgetting, bytes, device cost, epsilon.
+
+The scheme runs as Flower apps on the chosen engine and every message lands in the wire ledger. The
+evaluation happens afterwards and off the wire: each device's final personal model (left as a
+simulation-only probe) is scored on the client's personal test set and on the server's source test
+set, the same way for every scheme.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from baselines.registry import Scheme, get_scheme
+from baselines.setup import SchemeSetup, load_arrays, read_probe
+from simulator.core.cost import phase_cost
+from simulator.core.metrics import ClassificationMetrics
+from simulator.core.model import TDSSM
+from simulator.core.phases import evaluate
+from simulator.engine.api import FederationResult, run_federation
+from simulator.ledger import DOWN, UP, WireLedger
+from simulator.study import Study
+
+# Hyperparameters a device trains with; a curious server knows them (they are in every train config).
+_FINETUNE_KEYS = ("epochs", "lr", "kernel_lr", "weight_decay", "batch_size", "pos_weight")
+
+
+@dataclass
+class SchemeRun:
+    scheme: Scheme
+    params: Any
+    setup: SchemeSetup
+    federation: FederationResult
+    table: pd.DataFrame  # one row per client
+    wall_s: float
+
+    @property
+    def ledger(self) -> WireLedger:
+        return self.federation.ledger
+
+    def save(self, directory: Path, study: Study) -> Path:
+        """scheme.json, ledger/, clients.csv and truth/ (each client's training data, for scoring only)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ledger.save(directory / "ledger")
+        truth = directory / "truth"
+        truth.mkdir(exist_ok=True)
+        from simulator.core.tensors import save_npz  # pylint: disable=import-outside-toplevel
+
+        for c in study.clients:
+            save_npz(c.train, truth / f"{c.id}.npz")
+        save_npz(study.source_train, truth / "source.npz")
+        _atomic_text(directory / "clients.csv", self.table.to_csv(index=False, float_format="%.10g"))
+        _atomic_text(directory / "scheme.json", json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
+        return directory
+
+    def describe(self, study: Study) -> dict[str, Any]:
+        ft = self.setup.finetune
+        params = dataclasses.asdict(self.params)
+        dp = {k: params[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode") if k in params} or None
+        return {
+            "scheme": self.scheme.name,
+            "summary": self.scheme.summary,
+            "params": params,
+            "model": study.config.model.to_dict(),
+            "seed": self.setup.seed,
+            "observable": self.scheme.observable,
+            "shared_parts": list(self.scheme.shared_parts),
+            "device_parts": list(self.scheme.device_parts),
+            "threat": {"optimizer": "adamw", "lr": ft["lr"], "local_epochs": params.get("local_epochs", ft["epochs"]),
+                       "batch_size": ft["batch_size"], "pos_weight": ft["pos_weight"], "weight_decay": ft["weight_decay"]},
+            "dp": dp,
+            "clients": [c.id for c in study.clients],
+            "partition_to_client": {str(c.partition): c.id for c in study.clients},
+            "engine": self.federation.engine,
+        }
+
+
+def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> SchemeSetup:
+    cfg = study.config
+    ft = {k: getattr(cfg.finetune, k) for k in _FINETUNE_KEYS}
+    return SchemeSetup(scheme=scheme.name, model=cfg.model.to_dict(), finetune=ft, params=dataclasses.asdict(params),
+                       seed=cfg.seed, pretrained_path=str(study.pretrained_path), probe_dir=str(Path(work_dir) / "probes"),
+                       num_clients=len(study.clients))
+
+
+def run_scheme(
+    study: Study,
+    name: str,
+    work_dir: Path,
+    params: Any | None = None,
+    engine: str | None = None,
+    timeout_s: float | None = None,
+    verbose: bool = False,
+) -> SchemeRun:
+    """Run scheme `name` on every client of `study`; `params` defaults to the config's for that scheme."""
+    scheme = get_scheme(name)
+    cfg = study.config
+    params = cfg.scheme_params(name) if params is None else params
+    work_dir = Path(work_dir)
+    setup = scheme_setup(study, scheme, params, work_dir)
+    preflight = getattr(scheme, "preflight", None)
+    if preflight is not None:
+        setup = preflight(setup, [len(c.train) for c in study.clients])
+    probes = Path(setup.probe_dir)
+    if probes.exists():
+        for stale in probes.glob("*.pt"):
+            stale.unlink()
+    server_app, client_app = scheme.build(setup)
+    paths = {c.partition: str(c.data_path) for c in study.clients}
+    start = time.perf_counter()
+    with contextlib.nullcontext() if verbose else _quiet_flower():
+        result = run_federation(server_app, client_app, len(study.clients), engine=engine or cfg.federation.engine, scheme=name,
+                                run_config=setup.to_run_config(), node_config=_DataPaths(paths), seed=cfg.seed,
+                                timeout_s=timeout_s if timeout_s is not None else cfg.federation.timeout_s, verbose=verbose)
+    wall = time.perf_counter() - start
+    table = client_table(study, scheme, params, result, probes)
+    return SchemeRun(scheme, params, setup, result, table, wall)
+
+
+@contextlib.contextmanager
+def _quiet_flower():
+    """Flower logs every round at INFO; mupriv reports client failures in its own table instead."""
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _DataPaths:
+    """node_config extras: each partition's data file (a class, not a closure, so Ray can pickle it)."""
+
+    def __init__(self, paths: dict[int, str]) -> None:
+        self.paths = paths
+
+    def __call__(self, partition: int) -> dict[str, str]:
+        return {"data-path": self.paths[partition]}
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def client_table(study: Study, scheme: Scheme, params: Any, result: FederationResult, probe_dir: Path) -> pd.DataFrame:
+    """One row per client: personal and source metrics of its final model, forgetting, bytes, cost, epsilon."""
+    pretrained = study.pretrained()
+    source_before = evaluate(pretrained, study.source_test)
+    frame = result.ledger.to_frame()
+    cost = _device_cost(study, scheme)
+    errors = result.errors()
+    rows = []
+    for c in study.clients:
+        row: dict[str, Any] = {"scheme": scheme.name, "client": c.id}
+        before = evaluate(pretrained, c.test)
+        row.update(_prefixed("pretrained_personal", before))
+        probe = read_probe(probe_dir, c.partition)
+        if probe is None:
+            row["error"] = _client_error(errors, c.partition) or "device left no final model"
+        else:
+            model = TDSSM(study.config.model)
+            load_arrays(model, _arrays(probe["state"]))
+            model.eval()
+            row.update(_prefixed("personal", evaluate(model, c.test)))
+            after_source = evaluate(model, study.source_test)
+            row.update(_prefixed("source", after_source))
+            row["forgetting_macro_auroc"] = source_before.macro_auroc - after_source.macro_auroc
+            row["forgetting_macro_f1"] = source_before.macro_f1 - after_source.macro_f1
+            tally = probe.get("tally", {})
+            row["wall_s"] = float(tally.get("wall_s", 0.0))
+            row["local_steps"] = int(tally.get("local_steps", 0))
+            if "epsilon" in tally:
+                row["epsilon"] = float(tally["epsilon"])
+            row["error"] = _client_error(errors, c.partition) or ""
+        mine = frame[frame["partition_id"] == c.partition]
+        up, down = mine[mine["direction"] == UP], mine[mine["direction"] == DOWN]
+        row["bytes_up"] = int(up["bytes"].sum())
+        row["bytes_down"] = int(down["bytes"].sum())
+        row["content_bytes_up"] = int(up["content_bytes"].sum())
+        row["params_up"] = int(up["n_params"].sum())
+        row["messages_up"] = int(len(up))
+        row["rounds"] = int(mine.loc[(mine["direction"] == DOWN) & mine["message_type"].str.startswith("train"), "round"].nunique())
+        row.update(cost)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _prefixed(prefix: str, m: ClassificationMetrics) -> dict[str, float]:
+    out = {f"{prefix}_macro_auroc": m.macro_auroc, f"{prefix}_macro_f1": m.macro_f1}
+    if prefix != "source":
+        out.update({f"{prefix}_auroc_{c}": m.auroc[c] for c in m.class_names})
+        out.update({f"{prefix}_f1_{c}": m.f1[c] for c in m.class_names})
+    return out
+
+
+def _arrays(state: dict) -> Any:
+    from flwr.app import Array, ArrayRecord  # pylint: disable=import-outside-toplevel
+
+    return ArrayRecord({k: Array(v.numpy()) for k, v in state.items()})
+
+
+def _client_error(errors: pd.DataFrame, partition: int) -> str:
+    mine = errors[errors["partition_id"] == partition]
+    return "; ".join(f"round {r}: {reason}" for r, reason in zip(mine["round"], mine["error_reason"]))
+
+
+def _device_cost(study: Study, scheme: Scheme) -> dict[str, float]:
+    """What one on-device training step costs (counted on the real graph), for the parts the device trains."""
+    if not scheme.device_parts:
+        return {"trainable_params": 0, "flops_per_step": 0, "peak_memory_bytes": 0}
+    phase = study.config.finetune.phase()
+    phase = dataclasses.replace(phase, name=scheme.name, parts=tuple(scheme.device_parts))
+    cost = phase_cost(TDSSM(study.config.model), phase, study.config.data.length)
+    return {"trainable_params": cost.trainable_params, "flops_per_step": cost.step_flops,
+            "peak_memory_bytes": cost.memory_bytes}
+
+
+def to_long(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Long form (seed, scheme, client, metric, value) of the numeric columns of a client table."""
+    numeric = [c for c in table.columns if c not in ("scheme", "client", "error") and pd.api.types.is_numeric_dtype(table[c])]
+    long = table.melt(id_vars=["scheme", "client"], value_vars=numeric, var_name="metric", value_name="value")
+    long.insert(0, "seed", seed)
+    return long.sort_values(["seed", "scheme", "client", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+

@@ -1,0 +1,124 @@
+"""The study every scheme shares: the cohort (server source data + patient clients) and the
+server-pretrained model (full training then µ-Training), cached by a hash of what shaped it."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+from simulator.config import RunConfig
+from simulator.core.checkpoint import load_model, save_checkpoint
+from simulator.core.model import TDSSM
+from simulator.core.phases import EpochLog, evaluate, train_plan
+from simulator.core.tensors import ECGTensors, save_npz
+from simulator.data.cache import default_cache_dir
+from simulator.data.cohort import Cohort, SyntheticCohortSpec, split_cohort, synthetic_cohort
+from simulator.data.synthetic import Population
+from simulator.datasets import load_configured_records, preprocess_config, split_train_val
+from simulator.errors import MuprivError
+
+
+@dataclass(frozen=True)
+class StudyClient:
+    id: str
+    partition: int
+    train: ECGTensors
+    test: ECGTensors
+    data_path: Path  # the device's personal training data, as its ClientApp reads it
+
+
+@dataclass
+class Study:
+    config: RunConfig
+    clients: list[StudyClient]
+    source_train: ECGTensors
+    source_test: ECGTensors  # the server's held-out source records: pretraining's validation, forgetting's yardstick
+    pretrained_path: Path
+    pretrain_cached: bool = False
+    pretrain_log: list[dict] = field(default_factory=list)
+
+    def pretrained(self) -> TDSSM:
+        model, _ = load_model(self.pretrained_path, self.config.model)
+        return model.eval()
+
+
+def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
+    """Synthetic study when no data path is configured, else a split of the real records."""
+    path = data_path if data_path is not None else cfg.data.path
+    c = cfg.cohort
+    if not path:
+        spec = SyntheticCohortSpec(n_source=cfg.data.synthetic_records, source_patients=max(1, cfg.data.synthetic_records // 4),
+                                   n_clients=c.clients, records_per_client=c.records_per_client, test_fraction=c.test_fraction,
+                                   shift=c.shift, source=Population(), preprocess=preprocess_config(cfg.data))
+        return synthetic_cohort(spec, seed=cfg.seed)
+    records = load_configured_records(cfg.data, cfg.seed, path)
+    return split_cohort(records, c.clients, by=c.split, source_fraction=c.source_fraction, test_fraction=c.test_fraction,
+                        alpha=c.dirichlet_alpha, seed=cfg.seed)
+
+
+def pretrain_key(cfg: RunConfig, data_path: str | None) -> str:
+    """What the pretrained model depends on: model, data, cohort (it decides the source set), train, seed."""
+    blob = json.dumps({"model": cfg.model.to_dict(), "data": cfg.to_dict()["data"], "cohort": cfg.to_dict()["cohort"],
+                       "train": cfg.to_dict()["train"], "seed": cfg.seed, "path": data_path}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_study(
+    cfg: RunConfig,
+    work_dir: Path,
+    data_path: str | None = None,
+    cache_dir: Path | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> Study:
+    """Cohort, each client's data file under work_dir/clients/, and the pretrained model (from the cache
+    when the same settings were pretrained before)."""
+    cohort = build_cohort(cfg, data_path)
+    if len(cohort.source) < 4:
+        raise MuprivError(f"the server's source set has {len(cohort.source)} records: pretraining needs more; raise data.synthetic_records or cohort.source_fraction")
+    source_train, source_test = split_train_val(cohort.source, cfg.data.val_fraction, cfg.seed)
+    clients_dir = Path(work_dir) / "clients"
+    clients_dir.mkdir(parents=True, exist_ok=True)
+    clients = []
+    for k, c in enumerate(cohort.clients):
+        train, test = c.train.tensors(), c.test.tensors()
+        if len(train) == 0 or len(test) == 0:
+            raise MuprivError(f"client {c.id} has {len(train)} train / {len(test)} test records: give each client more records (cohort.records_per_client) or fewer clients")
+        path = clients_dir / f"{c.id}.npz"
+        save_npz(train, path)
+        clients.append(StudyClient(c.id, k, train, test, path))
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
+    cached = ckpt.is_file()
+    log: list[dict] = []
+    if not cached:
+        with _seeded(cfg.seed):
+            model = TDSSM(cfg.model)
+        results = train_plan(model, cfg.train.plan(), {"source": source_train}, {"source": source_test}, seed=cfg.seed, on_epoch=on_epoch)
+        log = [{"phase": r.phase.name, "best_epoch": r.best_epoch, "best_val_macro_auroc": r.best_val_macro_auroc} for r in results]
+        m = evaluate(model, source_test)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
+    return Study(cfg, clients, source_train, source_test, ckpt, cached, log)
+
+
+class _seeded:
+    """Initialise a model from the run seed without touching the caller's RNG."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        import torch  # pylint: disable=import-outside-toplevel
+
+        self._ctx = torch.random.fork_rng(devices=[])
+        self._ctx.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
