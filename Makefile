@@ -16,15 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-DEMO := runs/demo
 demo: setup
-	# A synthetic source population and two shifted patients, written as WFDB records.
-	$(VENV)/bin/mupriv data synth --out $(DEMO)/data --n 320 --clients 2 --per-client 60 --shift 0.6
-	# Server: full training then self-distilled µ-Training on the source records.
-	$(VENV)/bin/mupriv train -c configs/quickstart.toml --data $(DEMO)/data/source -o $(DEMO)/pretrained.pt --json $(DEMO)/train.json
-	# Device: µ-Fine-Tuning on one patient; forgetting measured on the source records.
-	$(VENV)/bin/mupriv finetune -c configs/quickstart.toml --checkpoint $(DEMO)/pretrained.pt --data $(DEMO)/data/client-000 \
-		--source-data $(DEMO)/data/source -o $(DEMO)/patient-000.pt --json $(DEMO)/finetune.json
+	# The whole comparison on the synthetic cohort: pretrain once, every scheme, attacks, report.
+	$(VENV)/bin/mupriv simulate configs/quickstart.toml --name demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -199,6 +199,13 @@ def _mount_subcommands() -> None:
     app.add_typer(data_app, name="data", help="Inspect real ECG archives and write synthetic cohorts.")
     app.command("schemes")(user_errors(schemes_command))
     app.command("run-scheme")(user_errors(run_scheme_command))
+    from simulator.cli_simulate import simulate_command
+
+    app.command("simulate")(user_errors(simulate_command))
+    from simulator.cli_report import compare_command, report_command
+
+    app.command("report")(user_errors(report_command))
+    app.command("compare")(user_errors(compare_command))
 
 
 _mount_subcommands()

@@ -99,7 +99,8 @@ class FederationConfig:
 class SchemesConfig:
     """Which schemes run, and per-scheme parameters (TOML tables [schemes.<name>])."""
 
-    run: tuple[str, ...] = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "fedper", "fedrep", "fed-mu")
+    run: tuple[str, ...] = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg",
+                            "fedrep", "fedper", "fed-mu")
     options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()  # ((scheme, ((key, value), ...)), ...)
 
     def params_for(self, name: str) -> dict[str, Any]:

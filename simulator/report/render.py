@@ -1,0 +1,261 @@
+"""`render_report(run_dir)`: report.md, report.html and figures/*.png in a run folder.
+
+Everything written comes from the run's files alone (no clock, no host), in a fixed order with
+fixed number formats, so rendering a run twice gives a byte-identical report.md.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from simulator.core.labels import CLASSES
+from simulator.report import plots
+from simulator.report.document import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
+from simulator.report.files import write_atomic
+from simulator.report.fmt import MISSING, fmt_bytes, fmt_leakage, fmt_stat, fmt_value
+from simulator.report.load import PLOTS_DIR, RunData, load_run
+from simulator.report.tables import (ACCURACY, COMMUNICATION, DEVICE_COST, LEAKAGE, PRIVACY, QUANTITIES, Quantity,
+                                     attack_stats, ledger_per_round, ledger_totals, lookup, metric_stats,
+                                     other_metrics, per_client_values, run_schemes, scheme_summary)
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"  # our plots; plots/ belongs to the attacks (reconstructions)
+FIGURE_NAMES = ("frontier.png", "per-client-auroc.png", "epsilon-vs-accuracy.png", "bytes-per-round.png")
+
+# manifest.json essentials: (label, candidate keys in order of preference)
+_MANIFEST_FIELDS = (
+    ("name", ("name", "run_name")),
+    ("created", ("created", "created_at", "started", "start_time", "time", "timestamp")),
+    ("mupriv version", ("mupriv_version", "version")),
+    ("config hash", ("config_hash", "hash")),
+    ("configured seeds", ("seeds", "seed")),
+    ("configured schemes", ("schemes",)),
+    ("engine", ("engine",)),
+    ("git commit", ("git_commit", "git", "commit")),
+    ("data", ("data_fingerprints", "data_fingerprint", "data")),
+    ("packages", ("packages", "package_versions", "versions")),
+    ("machine", ("machine", "host", "platform")),
+)
+_MAX_CELL = 400
+
+
+def _short(value: Any) -> str:
+    """A manifest value on one line: scalars as is, lists comma-joined, dicts 'key value' sorted."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{k} {_short(v) if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True)}"
+                         for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_short(v) for v in value)
+    else:
+        text = "" if value is None else str(value)
+    return text if len(text) <= _MAX_CELL else text[:_MAX_CELL - 1] + "…"
+
+
+def manifest_essentials(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of the manifest keys a reader needs; missing keys are simply left out."""
+    rows = []
+    for label, keys in _MANIFEST_FIELDS:
+        key = next((k for k in keys if k in manifest and manifest[k] not in (None, "", [], {})), None)
+        if key is not None:
+            rows.append((label, _short(manifest[key])))
+    return rows
+
+
+# ---------------------------------------------------------------------------- tables of the report
+def _quantity_table(summary: pd.DataFrame, schemes: list[str], quantities: Iterable[Quantity]) -> Table | None:
+    quantities = [q for q in quantities if (summary["quantity"] == q.key).any()]
+    if not quantities:
+        return None
+    rows = [[s, *(fmt_stat(r, q.kind) if (r := lookup(summary, s, q.key)) else MISSING for q in quantities)]
+            for s in schemes]
+    return Table(["scheme", *(q.label for q in quantities)], rows)
+
+
+def _summary_table(summary: pd.DataFrame, schemes: list[str]) -> Table:
+    cols = ["personal_macro_f1", "personal_macro_auroc", "improvement_macro_auroc", "forgetting_macro_auroc",
+            "bytes_up", "bytes_down", "trainable_params", "epsilon"]
+    header = ["scheme", *(QUANTITIES[c].label for c in cols), "label leakage", "waveform leakage (vs prior)"]
+    rows = []
+    for s in schemes:
+        row = [s]
+        for c in cols:
+            r = lookup(summary, s, c)
+            row.append(fmt_stat(r, QUANTITIES[c].kind, ci=False) if r else MISSING)
+        row.append(fmt_leakage(lookup(summary, s, "label_leakage"), ci=False))
+        row.append(fmt_leakage(lookup(summary, s, "waveform_prior_relative"), ci=False))
+        rows.append(row)
+    return Table(header, rows, caption="mean ± sd over clients (mean over seeds); leakage: the strongest attack "
+                                       "and its threat model. 95% seed intervals are in the tables below.")
+
+
+def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
+    if not summary["quantity"].isin([q.key for q in LEAKAGE]).any():
+        return None
+    rows = []
+    for s in schemes:
+        row = [s]
+        for q in LEAKAGE:
+            r = lookup(summary, s, q.key)
+            row.append("n/a" if r is not None and r["note"] == "not applicable" else fmt_leakage(r, with_source=False))
+            row.append(MISSING if r is None else (r["attack"] or MISSING))
+            row.append(MISSING if r is None else (r["threat_model"] or MISSING))
+        rows.append(row)
+    header = ["scheme"]
+    for q in LEAKAGE:
+        header += [q.label, "attack", "threat model"]
+    return Table(header, rows, caption="For each quantity the attack with the highest mean over seeds. "
+                                       "n/a: the threat model has nothing to attack; —: no attack scored it.")
+
+
+def _per_class_table(stats: pd.DataFrame, schemes: list[str], prefix: str, label: str) -> Table | None:
+    names = [f"{prefix}{c}" for c in CLASSES]
+    if not stats["metric"].isin(names).any():
+        return None
+    rows = []
+    for s in schemes:
+        sub = stats[stats["scheme"] == s].set_index("metric")
+        rows.append([s, *(fmt_value(sub.loc[n, "mean"], "score") if n in sub.index else MISSING for n in names)])
+    return Table(["scheme", *CLASSES], rows, caption=f"personal {label} per class, mean over clients and seeds")
+
+
+def _attack_detail_table(attacks: pd.DataFrame | None) -> Table | None:
+    detail = attack_stats(attacks)
+    if detail.empty:
+        return None
+    rows = [[r.scheme, r.attack, r.threat_model, r.metric, fmt_stat(r._asdict(), "generic"), str(r.n_clients), str(r.n_seeds)]
+            for r in detail.itertuples(index=False)]
+    return Table(["scheme", "attack", "threat model", "metric", "mean ± sd [95% CI]", "clients", "seeds"], rows,
+                 caption="each client's rounds averaged first; NaN (not applicable) rows show —")
+
+
+def _ledger_table(ledger: pd.DataFrame | None) -> Table | None:
+    totals = ledger_totals(ledger)
+    if totals.empty:
+        return None
+    rows = [[r.scheme, r.direction, fmt_value(r.messages, "count"), fmt_bytes(float(r.bytes))]
+            for r in totals.itertuples(index=False)]
+    return Table(["scheme", "direction", "messages", "bytes"], rows,
+                 caption="all messages of the run from ledger.csv (mean over seeds when the ledger has several)")
+
+
+def _other_metrics_table(results: pd.DataFrame) -> Table | None:
+    other = other_metrics(results)
+    if other.empty:
+        return None
+    rows = [[r.scheme, r.metric, fmt_stat(r._asdict(), "generic"), str(r.n_clients), str(r.n_seeds)]
+            for r in other.itertuples(index=False)]
+    return Table(["scheme", "metric", "mean ± sd [95% CI]", "clients", "seeds"], rows)
+
+
+# ---------------------------------------------------------------------------- the document
+def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
+    """(title, blocks, figures): the figures by file name under figures/, to be written next to report.md."""
+    summary = scheme_summary(run)
+    stats = metric_stats(run.results)
+    schemes = run_schemes(run)
+    seeds = sorted(set(run.results["seed"]))
+    clients = sorted(set(run.results["client"]) - {"all"})
+    blocks: list[Block] = []
+    figures: dict[str, bytes] = {}
+
+    def add(block: Block | None) -> None:
+        if block is not None:
+            blocks.append(block)
+
+    def figure(name: str, make: Callable[[], bytes | None], alt: str, caption: str, missing: str) -> None:
+        png = make()
+        if png is None:
+            blocks.append(Para(missing))
+            return
+        figures[name] = png
+        blocks.append(Image(f"{FIGURES_DIR}/{name}", png, alt, caption))
+
+    blocks.append(Heading("Run"))
+    blocks.append(Table(["field", "value"], [("run folder", run.name), ("schemes in results", ", ".join(schemes)),
+                                              ("clients", str(len(clients))), ("seeds in results", ", ".join(map(str, seeds))),
+                                              *manifest_essentials(run.manifest)]))
+
+    blocks.append(Heading("Summary"))
+    blocks.append(Para(f"Per scheme over {len(clients)} clients and {len(seeds)} seed(s): mean ± standard deviation "
+                       "between clients; with two or more seeds, [the 95% Student-t interval of the per-seed client "
+                       "means]. Δ vs pretrained is personal minus pretrained personal; forgetting is the drop on the "
+                       "source task. Bytes are serialised Flower messages per client."))
+    blocks.append(_summary_table(summary, schemes))
+
+    for title, quantities in (("Accuracy", ACCURACY), ("Communication", COMMUNICATION),
+                              ("On-device cost", DEVICE_COST), ("Differential privacy", PRIVACY)):
+        table = _quantity_table(summary, schemes, quantities)
+        if table is not None:
+            blocks += [Heading(title, 3), table]
+    leak = _leakage_table(summary, schemes)
+    if leak is not None:
+        blocks += [Heading("Leakage", 3), leak]
+
+    blocks.append(Heading("Plots"))
+    blocks.append(Heading("Accuracy vs bytes vs leakage", 3))
+    figure("frontier.png", lambda: plots.frontier_png(summary), "accuracy vs bytes vs leakage frontier",
+           "x: bytes up per client (symlog, 0 = nothing leaves the device); y: personal macro-AUROC ± sd over clients; "
+           "colour: label leakage; size: waveform Pearson r; hollow grey: no leakage score.",
+           "No scheme has both personal macro-AUROC and bytes up: no frontier to plot.")
+    blocks.append(Heading("Personal macro-AUROC per client", 3))
+    figure("per-client-auroc.png", lambda: plots.per_client_png(per_client_values(run.results, "personal_macro_auroc")),
+           "personal macro-AUROC per client and scheme",
+           "bars: mean over seeds; error bars: sd over seeds; dotted line: chance (0.5).",
+           "No per-client personal macro-AUROC in results.csv.")
+    blocks.append(Heading("ε vs accuracy (DP)", 3))
+    figure("epsilon-vs-accuracy.png", lambda: plots.epsilon_png(run.results, summary), "epsilon vs personal macro-AUROC",
+           "points: one per client and seed of each DP scheme; diamonds: scheme means; dashed: non-DP schemes' means.",
+           "No DP scheme in this run (no epsilon in results.csv).")
+    blocks.append(Heading("Bytes per round", 3))
+    figure("bytes-per-round.png", lambda: plots.bytes_per_round_png(ledger_per_round(run.ledger)),
+           "bytes per round from the ledger",
+           "serialised bytes per round summed over clients, one panel per direction; lines are nudged sideways per scheme so equal ones stay visible.",
+           "No ledger.csv with rounds in this run.")
+
+    blocks.append(Heading("Example reconstructions"))
+    if run.reconstruction_plots:
+        blocks.append(Para("What the curious server rebuilt from the wire, as plotted by the attacks (plots/)."))
+        for p in run.reconstruction_plots:
+            blocks.append(Image(f"{PLOTS_DIR}/{p.name}", p.read_bytes(), p.stem, p.name))
+    else:
+        blocks.append(Para("No reconstruction plots (plots/*.png) in this run."))
+
+    per_class = [_per_class_table(stats, schemes, "personal_auroc_", "AUROC"),
+                 _per_class_table(stats, schemes, "personal_f1_", "F1")]
+    if any(t is not None for t in per_class):
+        blocks.append(Heading("Per class"))
+        for t in per_class:
+            add(t)
+    attack_detail = _attack_detail_table(run.attacks)
+    if attack_detail is not None:
+        blocks += [Heading("Attacks in detail"), attack_detail]
+    ledger = _ledger_table(run.ledger)
+    if ledger is not None:
+        blocks += [Heading("Ledger totals"), ledger]
+    other = _other_metrics_table(run.results)
+    if other is not None:
+        blocks += [Heading("Appendix: other metrics"),
+                   Para("Metrics of results.csv that no section above shows, including ones this report does not know."),
+                   other]
+    if run.config_text:
+        blocks += [Heading("Appendix: configuration"), Code(run.config_text, summary="config.toml as resolved")]
+    return f"mupriv report: {run.name}", blocks, figures
+
+
+def render_report(run_dir: str | Path | RunData) -> tuple[Path, Path]:
+    """Write report.md, report.html (self-contained) and figures/*.png into the run folder; return (md, html)."""
+    run = run_dir if isinstance(run_dir, RunData) else load_run(run_dir)
+    title, blocks, figures = build_report(run)
+    fig_dir = run.run_dir / FIGURES_DIR
+    for name, png in figures.items():
+        write_atomic(fig_dir / name, png)
+    for name in FIGURE_NAMES:  # a plot that no longer applies must not linger from an earlier render
+        if name not in figures:
+            (fig_dir / name).unlink(missing_ok=True)
+    md = write_atomic(run.run_dir / REPORT_MD, to_markdown(title, blocks))
+    page = write_atomic(run.run_dir / REPORT_HTML, to_html(title, blocks))
+    return md, page

@@ -1,0 +1,297 @@
+"""Aggregations of a run's long tables: per scheme, over clients and over seeds.
+
+Statistics, for one scheme and one metric (see docs/report.md):
+
+- per seed, the mean and the sample standard deviation (ddof 1) over clients;
+- ``mean``: the mean over seeds of the per-seed client means;
+- ``sd``: the mean over seeds of the per-seed client standard deviations (the spread between
+  patients, not between seeds);
+- ``ci_low``/``ci_high``: with two or more seeds, the 95% Student-t interval of the per-seed
+  client means (n - 1 degrees of freedom); NaN with one seed.
+
+NaN values (undefined metrics) are left out of every mean. Rows with client ``"all"`` hold
+scheme-level numbers; they are used for a metric only when no per-client row has it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from simulator.core.labels import CLASSES
+from simulator.report.load import RunData
+
+ALL_CLIENTS = "all"
+
+# The DESIGN's order of schemes: the method first, then on-device, central, federated.
+SCHEME_ORDER = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg",
+                "fedrep", "fedper", "fed-mu")
+
+STAT_COLUMNS = ("mean", "sd", "ci_low", "ci_high", "n_clients", "n_seeds")
+SUMMARY_COLUMNS = ("scheme", "quantity", *STAT_COLUMNS, "attack", "threat_model", "note")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    key: str  # a metric name in results.csv, a derived metric, or a leakage quantity
+    label: str
+    kind: str  # a simulator.report.fmt kind
+
+
+# Per-client metrics of the summary, in display order.
+ACCURACY = (
+    Quantity("personal_macro_f1", "personal macro-F1", "score"),
+    Quantity("personal_macro_auroc", "personal macro-AUROC", "score"),
+    Quantity("improvement_macro_f1", "Δ macro-F1 vs pretrained", "delta"),
+    Quantity("improvement_macro_auroc", "Δ macro-AUROC vs pretrained", "delta"),
+    Quantity("forgetting_macro_f1", "forgetting (source macro-F1)", "delta"),
+    Quantity("forgetting_macro_auroc", "forgetting (source macro-AUROC)", "delta"),
+)
+COMMUNICATION = (
+    Quantity("bytes_up", "bytes up / client", "bytes"),
+    Quantity("bytes_down", "bytes down / client", "bytes"),
+    Quantity("rounds", "rounds", "count"),
+)
+DEVICE_COST = (
+    Quantity("trainable_params", "trainable params", "count"),
+    Quantity("flops_per_step", "FLOPs / step", "flops"),
+    Quantity("peak_memory_bytes", "peak memory", "bytes"),
+    Quantity("wall_s", "wall time", "seconds"),
+)
+PRIVACY = (Quantity("epsilon", "ε (DP)", "epsilon"),)
+
+
+@dataclass(frozen=True)
+class LeakageQuantity(Quantity):
+    metric: str = ""  # the attacks.csv metric
+    higher_leaks_more: bool = True  # which way "best attack" points
+
+
+# Waveform scores: prior_relative is the reconstruction's score relative to a population-mean
+# prior (above the prior = the attacker learned something about this patient).
+LEAKAGE = (
+    LeakageQuantity("label_leakage", "label leakage (exact match)", "score", "label_exact_match"),
+    LeakageQuantity("waveform_prior_relative", "waveform leakage (vs prior)", "score", "prior_relative"),
+    LeakageQuantity("waveform_pearson_r", "waveform Pearson r", "score", "pearson_r"),
+)
+QUANTITIES: dict[str, Quantity] = {q.key: q for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY, *LEAKAGE)}
+
+PER_CLASS_PREFIXES = ("personal_auroc_", "personal_f1_")
+# Metrics of results.csv that a section of the report shows; everything else goes to the appendix.
+SHOWN_METRICS = frozenset(
+    {q.key for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY)}
+    | {f"{p}{c}" for p in PER_CLASS_PREFIXES for c in CLASSES}
+)
+
+
+# ---------------------------------------------------------------------------- ordering
+def scheme_key(scheme: str) -> tuple[int, str]:
+    return (SCHEME_ORDER.index(scheme) if scheme in SCHEME_ORDER else len(SCHEME_ORDER), scheme)
+
+
+def sorted_schemes(schemes: Iterable[str]) -> list[str]:
+    return sorted(set(schemes), key=scheme_key)
+
+
+def run_schemes(run: RunData) -> list[str]:
+    schemes = set(run.results["scheme"])
+    if run.attacks is not None:
+        schemes |= set(run.attacks["scheme"])
+    return sorted_schemes(schemes)
+
+
+# ---------------------------------------------------------------------------- core statistics
+def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of ``values`` (NaN, NaN with fewer than two)."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def seed_client_stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """``frame``: columns ``by`` + seed, client, value. Returns ``by`` + STAT_COLUMNS, sorted by ``by``."""
+    cols = [*by, *STAT_COLUMNS]
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
+    per_seed = (frame.groupby([*by, "seed"], sort=True, dropna=False)["value"]
+                .agg(mean="mean", sd="std", n="count").reset_index())
+    rows = []
+    for key, grp in per_seed.groupby(by, sort=True, dropna=False):
+        means = grp["mean"].dropna()
+        lo, hi = t_interval(means.tolist())
+        rows.append({
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+            "mean": float(means.mean()) if len(means) else math.nan,
+            "sd": float(grp["sd"].mean()),  # NaN when every seed had a single client
+            "ci_low": lo, "ci_high": hi,
+            "n_clients": int(grp["n"].max()), "n_seeds": int(len(means)),
+        })
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _dedupe(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One value per key: duplicated rows (e.g. a resumed run) are averaged."""
+    return frame.groupby(keys, sort=True, dropna=False)["value"].mean().reset_index()
+
+
+# ---------------------------------------------------------------------------- results.csv
+def with_derived(results: pd.DataFrame) -> pd.DataFrame:
+    """Add improvement_macro_{auroc,f1} = personal - pretrained_personal where both exist (and it is absent)."""
+    keys = ["seed", "scheme", "client"]
+    frame = _dedupe(results, [*keys, "metric"])
+    extra = []
+    for m in ("auroc", "f1"):
+        name = f"improvement_macro_{m}"
+        if (frame["metric"] == name).any():
+            continue
+        after = frame[frame["metric"] == f"personal_macro_{m}"][[*keys, "value"]]
+        before = frame[frame["metric"] == f"pretrained_personal_macro_{m}"][[*keys, "value"]]
+        both = after.merge(before, on=keys, suffixes=("_after", "_before"))
+        if both.empty:
+            continue
+        both["value"] = both["value_after"] - both["value_before"]
+        both["metric"] = name
+        extra.append(both[[*keys, "metric", "value"]])
+    out = pd.concat([frame, *extra], ignore_index=True) if extra else frame
+    return out.sort_values([*keys, "metric"], kind="stable").reset_index(drop=True)
+
+
+def metric_stats(results: pd.DataFrame) -> pd.DataFrame:
+    """scheme, metric, STAT_COLUMNS for every metric of results (derived ones included)."""
+    frame = with_derived(results)
+    per_client = frame[frame["client"] != ALL_CLIENTS]
+    scheme_level = frame[frame["client"] == ALL_CLIENTS]
+    # scheme-level rows only where no client has the metric for that scheme
+    have = set(zip(per_client["scheme"], per_client["metric"]))
+    scheme_level = scheme_level[[(s, m) not in have for s, m in zip(scheme_level["scheme"], scheme_level["metric"])]]
+    out = seed_client_stats(pd.concat([per_client, scheme_level], ignore_index=True), ["scheme", "metric"])
+    return _sort_schemes(out, "metric")
+
+
+def per_client_values(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """scheme, client, mean and sd over seeds of one metric, per client (client 'all' left out)."""
+    frame = _dedupe(results, ["seed", "scheme", "client", "metric"])
+    frame = frame[(frame["metric"] == metric) & (frame["client"] != ALL_CLIENTS)]
+    if frame.empty:
+        return pd.DataFrame(columns=["scheme", "client", "mean", "sd", "n_seeds"])
+    out = (frame.groupby(["scheme", "client"], sort=True)["value"]
+           .agg(mean="mean", sd="std", n_seeds="count").reset_index())
+    return _sort_schemes(out, "client")
+
+
+def _sort_schemes(frame: pd.DataFrame, then: str) -> pd.DataFrame:
+    order = frame["scheme"].map(scheme_key)
+    frame = frame.assign(_k=order).sort_values(["_k", then], kind="stable").drop(columns="_k")
+    return frame.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- attacks.csv
+def attack_stats(attacks: pd.DataFrame | None) -> pd.DataFrame:
+    """scheme, attack, threat_model, metric, STAT_COLUMNS; each client's rounds averaged first."""
+    by = ["scheme", "attack", "threat_model", "metric"]
+    if attacks is None or attacks.empty:
+        return pd.DataFrame(columns=[*by, *STAT_COLUMNS])
+    per_client = _dedupe(attacks, ["seed", "client", *by])
+    return _sort_schemes(seed_client_stats(per_client, by), "attack")
+
+
+def _not_applicable_text(attacks: pd.DataFrame, scheme: str, metric: str) -> str | None:
+    """The 'not applicable: ...' threat model that explains why ``scheme`` has no ``metric`` value.
+
+    Rows of that metric come first; otherwise a scheme none of whose attacks has a value takes
+    its scheme-level 'not applicable' row, whatever its metric.
+    """
+    grp = attacks[attacks["scheme"] == scheme]
+    na = grp[grp["threat_model"].str.lower().str.startswith("not applicable") & grp["value"].isna()]
+    if na.empty:
+        return None
+    same = na[na["metric"] == metric]
+    if not same.empty:
+        return sorted(same["threat_model"])[0]
+    return sorted(na["threat_model"])[0] if grp["value"].isna().all() else None
+
+
+def best_leakage(attacks: pd.DataFrame | None) -> pd.DataFrame:
+    """Per scheme and leakage quantity, the strongest attack (by its mean over seeds) and its threat model."""
+    detail = attack_stats(attacks)
+    rows = []
+    schemes = sorted_schemes(attacks["scheme"]) if attacks is not None and not attacks.empty else []
+    for scheme in schemes:
+        for q in LEAKAGE:
+            cand = detail[(detail["scheme"] == scheme) & (detail["metric"] == q.metric) & detail["mean"].notna()]
+            if not cand.empty:
+                cand = cand.sort_values(["attack", "threat_model"], kind="stable")
+                best = cand.loc[cand["mean"].idxmax() if q.higher_leaks_more else cand["mean"].idxmin()]
+                rows.append({"scheme": scheme, "quantity": q.key, **{c: best[c] for c in STAT_COLUMNS},
+                             "attack": best["attack"], "threat_model": best["threat_model"], "note": ""})
+            elif (why := _not_applicable_text(attacks, scheme, q.metric)) is not None:
+                rows.append({"scheme": scheme, "quantity": q.key, "mean": math.nan, "sd": math.nan,
+                             "ci_low": math.nan, "ci_high": math.nan, "n_clients": 0, "n_seeds": 0,
+                             "attack": "", "threat_model": why, "note": "not applicable"})
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+# ---------------------------------------------------------------------------- the summary
+def scheme_summary(run: RunData) -> pd.DataFrame:
+    """Long table: scheme, quantity, mean, sd, ci_low, ci_high, n_clients, n_seeds, attack, threat_model, note.
+
+    One row per (scheme, quantity) that has data; quantities are QUANTITIES' keys.
+    """
+    per_metric = metric_stats(run.results)
+    keys = [q.key for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY)]
+    rows = per_metric[per_metric["metric"].isin(keys)].rename(columns={"metric": "quantity"})
+    rows = rows.assign(attack="", threat_model="", note="")
+    out = pd.concat([rows, best_leakage(run.attacks)], ignore_index=True)[list(SUMMARY_COLUMNS)]
+    rank = {k: i for i, k in enumerate(QUANTITIES)}
+    out = out.assign(_s=out["scheme"].map(scheme_key), _q=out["quantity"].map(rank))
+    return out.sort_values(["_s", "_q"], kind="stable").drop(columns=["_s", "_q"]).reset_index(drop=True)
+
+
+def lookup(summary: pd.DataFrame, scheme: str, quantity: str) -> dict | None:
+    """The summary row of (scheme, quantity) as a dict, or None."""
+    hit = summary[(summary["scheme"] == scheme) & (summary["quantity"] == quantity)]
+    return None if hit.empty else hit.iloc[0].to_dict()
+
+
+# ---------------------------------------------------------------------------- ledger.csv
+def ledger_per_round(ledger: pd.DataFrame | None) -> pd.DataFrame:
+    """scheme, round, direction, messages, bytes: summed over clients (mean over seeds if a seed column exists).
+
+    Messages without a round (e.g. set-up queries) are left out.
+    """
+    cols = ["scheme", "round", "direction", "messages", "bytes"]
+    if ledger is None or ledger.empty or "round" not in ledger.columns:
+        return pd.DataFrame(columns=cols)
+    frame = ledger[ledger["round"].notna()].assign(seed=ledger["seed"] if "seed" in ledger.columns else 0)
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
+    per_seed = (frame.groupby(["seed", "scheme", "round", "direction"], sort=True)["bytes"]
+                .agg(messages="size", bytes="sum").reset_index())
+    out = per_seed.groupby(["scheme", "round", "direction"], sort=True)[["messages", "bytes"]].mean().reset_index()
+    out["round"] = out["round"].astype(int)
+    return _sort_schemes(out, "round")[cols]
+
+
+def ledger_totals(ledger: pd.DataFrame | None) -> pd.DataFrame:
+    """scheme, direction, messages, bytes over the whole run (mean over seeds if a seed column exists)."""
+    cols = ["scheme", "direction", "messages", "bytes"]
+    if ledger is None or ledger.empty:
+        return pd.DataFrame(columns=cols)
+    frame = ledger.assign(seed=ledger["seed"] if "seed" in ledger.columns else 0)
+    per_seed = (frame.groupby(["seed", "scheme", "direction"], sort=True)["bytes"]
+                .agg(messages="size", bytes="sum").reset_index())
+    out = per_seed.groupby(["scheme", "direction"], sort=True)[["messages", "bytes"]].mean().reset_index()
+    return _sort_schemes(out, "direction")[cols]
+
+
+# ---------------------------------------------------------------------------- appendix
+def other_metrics(results: pd.DataFrame) -> pd.DataFrame:
+    """metric_stats rows of the metrics no other section shows (unknown metrics included)."""
+    per_metric = metric_stats(results)
+    return per_metric[~per_metric["metric"].isin(SHOWN_METRICS)].reset_index(drop=True)

@@ -1,0 +1,82 @@
+"""The comparison table printed in the terminal at the end of `mupriv simulate` and by `mupriv report`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from simulator.report.fmt import MISSING, fmt_interval, fmt_leakage, fmt_stat, fmt_value
+from simulator.report.load import RunData, load_run
+from simulator.report.tables import lookup, run_schemes, scheme_summary
+
+# (header, quantity) of the numeric columns, in order
+_COLUMNS = (
+    ("macro-F1", "personal_macro_f1"),
+    ("macro-AUROC", "personal_macro_auroc"),
+    ("Δ AUROC", "improvement_macro_auroc"),
+    ("forgetting", "forgetting_macro_auroc"),
+    ("up / client", "bytes_up"),
+    ("down / client", "bytes_down"),
+)
+_KINDS = {"personal_macro_f1": "score", "personal_macro_auroc": "score", "improvement_macro_auroc": "delta",
+          "forgetting_macro_auroc": "delta", "bytes_up": "bytes", "bytes_down": "bytes"}
+
+
+def _cell(summary: pd.DataFrame, scheme: str, quantity: str, kind: str) -> str:
+    row = lookup(summary, scheme, quantity)
+    if row is None:
+        return MISSING
+    text = fmt_stat(row, kind, ci=False)
+    if text != MISSING and (interval := fmt_interval(row, kind, sep=" … ")):
+        text += f"\n[dim]95% {interval}[/dim]"
+    return text
+
+
+def _device_cell(summary: pd.DataFrame, scheme: str) -> str:
+    parts = []
+    for quantity, kind, unit in (("trainable_params", "count", " params"), ("flops_per_step", "flops", " FLOP/step"),
+                                 ("peak_memory_bytes", "bytes", " peak")):
+        row = lookup(summary, scheme, quantity)
+        if row is not None and fmt_stat(row, kind, ci=False) != MISSING:
+            # "22.4 G" + " FLOP/step" -> "22.4G FLOP/step"
+            parts.append((fmt_value(row["mean"], kind).replace(" ", "") if kind == "flops" else fmt_value(row["mean"], kind)) + unit)
+    return "\n".join(parts) if parts else MISSING
+
+
+def _leak_cell(summary: pd.DataFrame, scheme: str, quantity: str) -> str:
+    row = lookup(summary, scheme, quantity)
+    if row is None:
+        return MISSING
+    text = escape(fmt_leakage(row, ci=False, with_source=False))
+    if row.get("note") != "not applicable" and row.get("threat_model"):
+        text += f"\n[dim]{escape(row['attack'])}; {escape(row['threat_model'])}[/dim]"
+    return text
+
+
+def comparison_table(run: str | Path | RunData) -> Table:
+    """One row per scheme: accuracy, forgetting, bytes, device cost, ε, label and waveform leakage."""
+    run = run if isinstance(run, RunData) else load_run(run)
+    summary = scheme_summary(run)
+    seeds = run.results["seed"].nunique()
+    table = Table(title=f"{run.name}: mean ± sd over clients" + (f", 95% interval over {seeds} seeds" if seeds >= 2 else ""),
+                  show_lines=True)
+    table.add_column("scheme", style="bold", no_wrap=True)
+    for header, _ in _COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("on-device cost", justify="right")
+    table.add_column("ε", justify="right")
+    table.add_column("label leakage")
+    table.add_column("waveform leakage")
+    for s in run_schemes(run):
+        eps = lookup(summary, s, "epsilon")
+        table.add_row(escape(s), *(_cell(summary, s, q, _KINDS[q]) for _, q in _COLUMNS), _device_cell(summary, s),
+                      fmt_stat(eps, "epsilon", ci=False) if eps else MISSING,
+                      _leak_cell(summary, s, "label_leakage"), _leak_cell(summary, s, "waveform_prior_relative"))
+    return table
+
+
+def print_comparison(console: Console, run: str | Path | RunData) -> None:
+    console.print(comparison_table(run))
