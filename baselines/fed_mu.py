@@ -2,16 +2,11 @@
 device trains every layer on its own data and sends the middle only (FedPer with the split moved)."""
 from __future__ import annotations
 
-from baselines.federated import FederatedParams, build_federated, flower_fedavg
+from baselines.federated import FederatedParams, build_federated, flower_fedavg, train_every_part
 from baselines.registry import Scheme, register
-from baselines.setup import train_on_device
 from simulator.core.model import PARTS
 
 SHARED = ("middle",)
-
-
-def train_all(setup, context, model, rnd, config, params):  # noqa: ANN001 - LocalUpdate
-    return train_on_device(setup, context, model, PARTS, params.local_epochs, rnd)
 
 
 SCHEME = register(Scheme(
@@ -21,5 +16,5 @@ SCHEME = register(Scheme(
     shared_parts=SHARED,
     device_parts=PARTS,
     params=FederatedParams,
-    build=lambda setup: build_federated(setup, FederatedParams(**setup.params), SHARED, train_all, flower_fedavg),
+    build=lambda setup: build_federated(setup, FederatedParams(**setup.params), SHARED, train_every_part, flower_fedavg),
 ))

@@ -2,14 +2,9 @@
 trains every layer for `local_epochs` per round and sends all its weights up."""
 from __future__ import annotations
 
-from baselines.federated import FederatedParams, build_federated, flower_fedavg
+from baselines.federated import FederatedParams, build_federated, flower_fedavg, train_every_part
 from baselines.registry import Scheme, register
-from baselines.setup import train_on_device
 from simulator.core.model import PARTS
-
-
-def train_all(setup, context, model, rnd, config, params):  # noqa: ANN001 - LocalUpdate
-    return train_on_device(setup, context, model, PARTS, params.local_epochs, rnd)
 
 
 SCHEME = register(Scheme(
@@ -19,5 +14,5 @@ SCHEME = register(Scheme(
     shared_parts=PARTS,
     device_parts=PARTS,
     params=FederatedParams,
-    build=lambda setup: build_federated(setup, FederatedParams(**setup.params), PARTS, train_all, flower_fedavg),
+    build=lambda setup: build_federated(setup, FederatedParams(**setup.params), PARTS, train_every_part, flower_fedavg),
 ))

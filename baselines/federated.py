@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from baselines.registry import param
 from baselines.server import DEFAULT_ROUND_TIMEOUT_S, ack, broadcast, model_content, wait_for_nodes
 from baselines.setup import (SchemeSetup, device_data, device_model, keep_personal, parts_record, pretrained_model,
-                             tally, update_metrics, write_probe)
+                             tally, train_on_device, update_metrics, write_probe)
 from simulator.core.model import PARTS, TDSSM
 from simulator.core.phases import PhaseResult
 from simulator.engine.api import store_strategy_result
@@ -39,6 +39,11 @@ class FederatedParams:
         if not 0.0 < self.fraction_train <= 1.0:
             return f"fraction_train must be in (0, 1], got {self.fraction_train}"
         return None
+
+
+def train_every_part(setup, context, model, rnd, config, params):  # noqa: ANN001 - LocalUpdate
+    """The plain local update: every layer, `local_epochs` on the device's records."""
+    return train_on_device(setup, context, model, PARTS, params.local_epochs, rnd)
 
 
 def min_train_nodes(params: FederatedParams, num_clients: int) -> int:

@@ -3,16 +3,11 @@ FedAvg; the personalisation layers (the NCP decoder) stay on the device. Each ro
 base and head together, as in the paper, and sends only the base."""
 from __future__ import annotations
 
-from baselines.federated import FederatedParams, build_federated, flower_fedavg
+from baselines.federated import FederatedParams, build_federated, flower_fedavg, train_every_part
 from baselines.registry import Scheme, register
-from baselines.setup import train_on_device
 from simulator.core.model import PARTS
 
 BODY = ("encoder", "middle")
-
-
-def train_jointly(setup, context, model, rnd, config, params):  # noqa: ANN001 - LocalUpdate
-    return train_on_device(setup, context, model, PARTS, params.local_epochs, rnd)
 
 
 SCHEME = register(Scheme(
@@ -22,5 +17,5 @@ SCHEME = register(Scheme(
     shared_parts=BODY,
     device_parts=PARTS,
     params=FederatedParams,
-    build=lambda setup: build_federated(setup, FederatedParams(**setup.params), BODY, train_jointly, flower_fedavg),
+    build=lambda setup: build_federated(setup, FederatedParams(**setup.params), BODY, train_every_part, flower_fedavg),
 ))
