@@ -39,7 +39,9 @@ def s4d_kernel(log_dt: torch.Tensor, log_A_real: torch.Tensor, A_imag: torch.Ten
 class _CausalFFTConv(torch.autograd.Function):
     """Autograd's own rfft backward runs a complex-to-complex FFT at twice the cost; the gradients of a
     convolution are correlations, which real FFTs give directly:
-    du = irfft(G conj(Kf))[:L], dK = irfft(sum_b G conj(U))[:L], with G = rfft(dy, 2L)."""
+    du = irfft(G conj(Kf))[:L], dK = irfft(sum_b G conj(U))[:L], with G = rfft(dy, 2L).
+    Twice differentiable: under create_graph the spectra are recomputed from the saved inputs, so the
+    second derivative (what gradient-matching attacks follow) keeps every term."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -47,14 +49,16 @@ class _CausalFFTConv(torch.autograd.Function):
         U = torch.fft.rfft(u, n=2 * L)
         Kf = torch.fft.rfft(K, n=2 * L)
         # The input spectrum is only needed for the kernel's gradient: a frozen middle (µ-Fine-Tuning)
-        # does not keep it, which saves (B, H, L+1) complex values per step.
-        ctx.save_for_backward(U if ctx.needs_input_grad[1] else None, Kf)
+        # does not keep it, which saves (B, H, L+1) complex values per step. u and K are references.
+        ctx.save_for_backward(u, K, U if ctx.needs_input_grad[1] else None, Kf)
         return torch.fft.irfft(U * Kf, n=2 * L)[..., :L]
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        U, Kf = ctx.saved_tensors
+        u, K, U, Kf = ctx.saved_tensors
         L = dy.shape[-1]
+        if torch.is_grad_enabled():  # a double backward: spectra with a graph back to u and K
+            U, Kf = torch.fft.rfft(u, n=2 * L), torch.fft.rfft(K, n=2 * L)
         G = torch.fft.rfft(dy, n=2 * L)
         du = dK = None
         if ctx.needs_input_grad[0]:

@@ -1,0 +1,92 @@
+"""`attack_run`: attack one scheme run directory and score it.
+
+Stages, in this order:
+  (a) observe: scheme.json + ledger/ -> Observations (the server's view only);
+  (b) attack: every applicable attack on every observation, with the public prior and a budget;
+  (c) score: only now is RUN_DIR/truth/<client>.npz read, to join the ground truth.
+
+Run directory layout (written by the schemes): scheme.json, ledger/ (WireLedger.save), truth/<client>.npz
+(each client's training records, for scoring only), optionally truth/source.npz (the server's own data,
+usable as a public prior) and truth/population_mean.npz.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from attacks.budget import Budget, get_budget
+from attacks.observe import Observation, RunInfo, observe_run
+from attacks.priors import PopulationPrior, population_prior
+from attacks.score import Case, Scorer, load_truth
+from attacks.suite import AttackContext, AttackResult, run_attacks
+
+Progress = Callable[[int, int, str], None]  # (done, total, what)
+
+
+@dataclass
+class AttackReport:
+    frame: pd.DataFrame  # long form: scheme, client, round, attack, threat_model, metric, value, settings, note
+    cases: list[Case]  # reconstructed vs true records, for plots
+    info: RunInfo
+    observations: list[Observation]
+    results: list[AttackResult]
+    prior: PopulationPrior
+
+
+def observation_seed(seed: int, index: int) -> int:
+    return (seed * 100_003 + index * 7_919) % (2**31)
+
+
+def inversion_targets(observations: list[Observation], max_targets: int | None) -> set[int]:
+    """Which observations get the expensive inversions: a budgeted attacker goes for the easiest victims
+    first (fewest records behind the update, then earliest round, then ledger order)."""
+    order = sorted(range(len(observations)), key=lambda i: (observations[i].num_examples or 10**9,
+                                                            observations[i].round or 0, i))
+    return set(order if max_targets is None else order[:max_targets])
+
+
+def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int = 0, progress: Progress | None = None
+                        ) -> tuple[RunInfo, list[Observation], PopulationPrior, list[AttackResult]]:
+    """Stages (a) and (b): everything the attacker does. Reads no client data."""
+    b = get_budget(budget)
+    info, observations = observe_run(Path(run_dir))
+    prior = population_prior(Path(run_dir), info.data, info.model.n_leads, b.prior_samples)
+    targets = inversion_targets(observations, b.max_targets)
+    results: list[AttackResult] = []
+    with torch.random.fork_rng(devices=[]):
+        for i, obs in enumerate(observations):
+            if progress:
+                progress(i, len(observations), obs.key)
+            results.extend(run_attacks(obs, i, AttackContext(prior, b, observation_seed(seed, i)), i in targets))
+    if progress:
+        progress(len(observations), len(observations), "done")
+    return info, observations, prior, results
+
+
+def score_results(run_dir: Path, info: RunInfo, observations: list[Observation], results: list[AttackResult],
+                  prior: PopulationPrior, seed: int = 0) -> tuple[pd.DataFrame, list[Case]]:
+    """Stage (c): join RUN_DIR/truth and score every result."""
+    clients = tuple(dict.fromkeys([*info.clients, *(c for o in observations for c in o.clients)]))
+    truth = load_truth(Path(run_dir), clients)
+    scorer = Scorer(observations, truth, prior, seed)
+    frame = scorer.rows(results)
+    if truth.missing:
+        frame.loc[frame["client"].isin(truth.missing), "note"] = "no truth file: not scored"
+    return frame, scorer.cases
+
+
+def attack_run_report(run_dir: Path, budget: str | Budget = "quick", seed: int = 0,
+                      progress: Progress | None = None) -> AttackReport:
+    info, observations, prior, results = attack_observations(run_dir, budget, seed, progress)
+    frame, cases = score_results(run_dir, info, observations, results, prior, seed)
+    return AttackReport(frame, cases, info, observations, results, prior)
+
+
+def attack_run(run_dir: Path, budget: str | Budget = "quick", seed: int = 0) -> pd.DataFrame:
+    """Attack a scheme run directory and return the long-form results table
+    (scheme, client, round, attack, threat_model, metric, value, settings (JSON), note)."""
+    return attack_run_report(run_dir, budget, seed).frame

@@ -1,0 +1,207 @@
+"""Each attack applied to one Observation: label leakage, analytic features, DLG, Inverting Gradients,
+multi-step. Inputs: the observation, the public prior, the budget and a seed -- never ground truth."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks.analytic import recover_encoder_input, recover_pooled_features
+from attacks.budget import Budget
+from attacks.inversion import InversionConfig, invert
+from attacks.labels import calibrate_counts, estimate_labels, gradient_like, motor_bias_name
+from attacks.model import attacker_model, bce_loss, kernel_param_names
+from attacks.observe import Observation
+from attacks.priors import PopulationPrior, lag_range
+from attacks.simulate import MatchProblem
+from attacks.threat import NOT_APPLICABLE_NOTHING, attacks_for
+
+
+@dataclass
+class AttackResult:
+    attack: str
+    obs_index: int
+    threat_model: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # "not applicable: ..." when it did not run
+    residual: float = math.nan  # final matching residual (closed-form attacks: their fit residual)
+    seconds: float = 0.0
+    x: np.ndarray | None = None  # reconstructed records (n, length, leads)
+    labels: np.ndarray | None = None  # record-level labels (n, classes) 0/1
+    presence: np.ndarray | None = None  # (classes,) classes occurring among the records
+    counts: np.ndarray | None = None  # (classes,) estimated positives
+    features: np.ndarray | None = None  # (d_model,) pooled features
+    encoder_input: np.ndarray | None = None  # (leads,) weighted mean input sample
+
+    @property
+    def applicable(self) -> bool:
+        return not self.note.startswith("not applicable")
+
+    @property
+    def skipped(self) -> bool:
+        return self.note.startswith("skipped")
+
+
+@dataclass
+class AttackContext:
+    prior: PopulationPrior
+    budget: Budget
+    seed: int = 0
+
+
+def _na(attack: str, i: int, obs: Observation, why: str) -> AttackResult:
+    return AttackResult(attack, i, obs.threat.name, note=f"not applicable: {why}")
+
+
+def _steps(obs: Observation) -> int:
+    if obs.local_steps:
+        return int(obs.local_steps)
+    per_client = max(1, (obs.num_examples or obs.training.batch_size) // max(1, obs.num_clients))
+    return obs.training.steps(per_client)
+
+
+def _grads(obs: Observation, names: list[str]) -> dict[str, np.ndarray]:
+    steps = _steps(obs)
+    return {n: gradient_like(obs.update[n], obs.global_params[n], obs.training, steps) for n in names if n in obs.update}
+
+
+# ------------------------------------------------------------------------------------------ attacks
+def attack_labels(obs: Observation, i: int, ctx: AttackContext) -> AttackResult:
+    start = time.perf_counter()
+    model = attacker_model(obs.model, obs.base_params(), seed=ctx.seed)
+    name = motor_bias_name(len(model.decoder.layers))
+    if name not in obs.update:
+        return _na("labels", i, obs, f"{name} is not shared")
+    g = _grads(obs, [name])[name]
+    calibration = None
+    if obs.training.optimizer == "sgd":
+        calibration = calibrate_counts(model, torch.as_tensor(ctx.prior.samples), obs.training.pos_weight)
+    est = estimate_labels(g, obs.model.n_classes, obs.num_examples if obs.num_clients == 1 else None, calibration)
+    if est.fraction is not None and est.counts is None and obs.num_examples:
+        est.counts = np.round(est.fraction * obs.num_examples)
+    settings = {"rule": "sign of the motor f1+f2 bias update", "counts": "calibrated on the prior" if calibration else
+                "none (Adam normalises magnitudes)", "steps": _steps(obs), "num_examples": obs.num_examples,
+                "optimizer": obs.training.optimizer}
+    return AttackResult("labels", i, obs.threat.name, settings, residual=est.residual, seconds=time.perf_counter() - start,
+                        labels=est.record_labels if obs.num_clients == 1 else None, presence=est.presence, counts=est.counts)
+
+
+def attack_features(obs: Observation, i: int, ctx: AttackContext) -> AttackResult:
+    start = time.perf_counter()
+    model = attacker_model(obs.model, obs.base_params(), seed=ctx.seed)
+    names = [n for n in obs.update if n.startswith("decoder.layers.0.") or n.startswith("encoder.")]
+    grads = _grads(obs, names)
+    ff_mask = model.decoder.layers[0].mask.numpy()
+    feats = recover_pooled_features(grads, ff_mask, obs.model.d_model)
+    enc = recover_encoder_input(grads)
+    if feats is None and enc is None:
+        return _na("features", i, obs, "neither the decoder's first layer nor the encoder is shared")
+    settings = {"method": "rank-one least squares on layer gradients", "steps": _steps(obs)}
+    residual = feats[1] if feats is not None else enc[1]  # type: ignore[index]
+    if enc is not None:
+        settings["encoder_residual"] = enc[1]
+    return AttackResult("features", i, obs.threat.name, settings, residual=residual, seconds=time.perf_counter() - start,
+                        features=None if feats is None else feats[0], encoder_input=None if enc is None else enc[0])
+
+
+def build_problem(obs: Observation, n_examples: int, seed: int = 0) -> MatchProblem:
+    model = attacker_model(obs.model, obs.base_params(), seed=seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    observed = tuple(n for n in base if n in obs.update)
+    target = {n: torch.as_tensor(np.asarray(obs.update[n]), dtype=torch.float32) for n in observed}
+    return MatchProblem(model=model, base=base, observed=observed, target=target, training=obs.training,
+                        loss_fn=bce_loss(obs.training.pos_weight), input_shape=(obs.data.length, obs.model.n_leads),
+                        n_classes=obs.model.n_classes, n_examples=n_examples, n_clients=obs.num_clients,
+                        local_steps=obs.local_steps, kernel_names=kernel_param_names(model))
+
+
+def attack_inversion(obs: Observation, i: int, ctx: AttackContext, method: str, known: AttackResult | None) -> AttackResult:
+    """method: "dlg", "ig" or "multistep" (Inverting Gradients' objective on the unrolled local steps)."""
+    b = ctx.budget
+    if not obs.update:
+        return _na(method, i, obs, "no parameter update observed")
+    unroll = method == "multistep"
+    steps = _steps(obs)
+    if unroll and steps == 1 and obs.training.optimizer == "sgd":
+        return _na(method, i, obs, "one SGD step: identical to ig")
+    n_examples = obs.num_examples or max(b.max_records, obs.num_clients)
+    n_rec = max(1, min(n_examples, b.max_records))
+    labels_known = known is not None and known.labels is not None and n_rec == n_examples == 1
+    prior = ctx.prior
+    cfg = InversionConfig(
+        method="dlg" if method == "dlg" else "ig",
+        n_records=n_rec,
+        iters={"dlg": b.dlg_iters, "ig": b.ig_iters, "multistep": b.multistep_iters}[method],
+        inner=b.dlg_inner,
+        restarts={"dlg": b.dlg_restarts, "ig": b.ig_restarts, "multistep": b.multistep_restarts}[method],
+        lr=b.ig_lr,
+        unroll=unroll,
+        max_unroll_steps=b.max_unroll_steps,
+        labels="known" if labels_known else "joint",
+        init="random" if method == "dlg" else "prior",
+        tv_weight=0.0 if method == "dlg" else b.tv_weight,
+        period_weight=0.0 if method == "dlg" else b.period_weight,
+        einthoven_weight=0.0 if method == "dlg" or obs.data.scale == "lead" else b.einthoven_weight,
+        lags=lag_range(prior.fs, obs.data.length),
+        value_range=(prior.lo, prior.hi),
+        bandlimit_hz=b.bandlimit_hz if b.bandlimit_hz is None or b.bandlimit_hz < prior.fs / 2 else None,
+        fs=prior.fs,
+        seed=ctx.seed,
+    )
+    problem = build_problem(obs, n_examples, seed=ctx.seed)
+    if b.precision == "float64":
+        problem.to(torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        rec = invert(problem, cfg, known_labels=known.labels if labels_known and known else None, prior_mean=prior.mean)
+    settings = cfg.to_dict()
+    settings.update(steps=steps, steps_unrolled=rec.steps_unrolled if unroll else 1,
+                    update_model="unrolled " + obs.training.optimizer if unroll else "one step (FedSGD view)",
+                    restart_residuals=rec.restart_residuals, observed_tensors=len(problem.observed),
+                    labels_from="label attack (sign rule)" if labels_known else "optimised jointly", precision=b.precision)
+    note = ""
+    if unroll and rec.steps_unrolled < steps:
+        note = f"unrolled {rec.steps_unrolled} of {steps} local steps (budget)"
+    return AttackResult(method, i, obs.threat.name, settings, note=note, residual=max(0.0, rec.residual),
+                        seconds=rec.seconds, x=rec.x, labels=rec.labels)
+
+
+def attack_raw(obs: Observation, i: int) -> AttackResult:
+    raw = obs.raw
+    return AttackResult("raw", i, obs.threat.name, {"observed": "raw records"}, residual=0.0,
+                        x=np.asarray(raw["x"], np.float32), labels=np.asarray(raw["y"]).astype(np.int64),
+                        presence=(np.asarray(raw["y"]) > 0).any(0).astype(np.int64),
+                        counts=np.asarray(raw["y"]).sum(0).astype(np.float64))
+
+
+INVERSIONS = ("dlg", "ig", "multistep")
+
+
+def run_attacks(obs: Observation, i: int, ctx: AttackContext, invert_this: bool = True) -> list[AttackResult]:
+    """Every attack the budget asks for that applies to this observation's threat model. With invert_this
+    False (outside the budget's inversion targets) the inversions are listed as skipped."""
+    if obs.kind == "nothing":
+        return [AttackResult("none", i, obs.threat.name, note=NOT_APPLICABLE_NOTHING)]
+    if obs.kind == "raw":
+        return [attack_raw(obs, i)]
+    wanted = [a for a in attacks_for(obs.threat) if a in ctx.budget.attacks]
+    results: list[AttackResult] = []
+    labels: AttackResult | None = None
+    for name in wanted:
+        if name == "labels":
+            labels = attack_labels(obs, i, ctx)
+            results.append(labels)
+        elif name == "features":
+            results.append(attack_features(obs, i, ctx))
+        elif not invert_this:
+            results.append(AttackResult(name, i, obs.threat.name, note=f"skipped: outside the budget's "
+                                        f"{ctx.budget.max_targets} inversion target(s)"))
+        else:
+            results.append(attack_inversion(obs, i, ctx, name, labels))
+    return results
