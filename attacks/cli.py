@@ -74,7 +74,8 @@ def _print_table(table: pd.DataFrame, console: Console) -> None:
 
 
 def attack_command(
-    run_dir: Path = typer.Argument(..., help="A scheme run directory: scheme.json, ledger/ and truth/."),
+    run_dir: Path = typer.Argument(..., help="A run folder of `mupriv simulate` (every scheme), or one scheme run "
+                                   "directory (scheme.json, ledger/, truth/)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write attacks.csv and the plots (default: RUN_DIR)."),
     budget: str = typer.Option("quick", "--budget", help=f"Attack budget preset: {', '.join(PRESETS)}."),
     seed: int = typer.Option(0, "--seed", help="Seed of every attack (initialisations, restarts)."),
@@ -88,6 +89,15 @@ def attack_command(
     if not run_dir.is_dir():
         raise MuprivError(f"run directory {run_dir} does not exist: give a scheme run directory with scheme.json and ledger/")
     preset = get_budget(budget)  # a bad name is a MuprivError naming the presets
+    if not (run_dir / "scheme.json").is_file() and (run_dir / "schemes").is_dir():
+        if out is not None:
+            raise MuprivError("--out applies to one scheme run directory; a run folder is attacked in place")
+        from simulator.simulate import attack_run_folder
+
+        frame = attack_run_folder(run_dir, budget, on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        _print_table(summary(frame), console)
+        console.print(f"written: {run_dir / CSV_NAME}, {run_dir / 'plots'}, {run_dir / 'report.html'}")
+        return
     out_dir = Path(out) if out is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -2,8 +2,8 @@
 
 Gradient matching differentiates the client's gradient with respect to the dummy input, i.e. it
 needs second derivatives. The core's S4D convolution has a hand-written backward whose saved input
-spectrum carries no graph, so its double backward silently drops a term (checked in
-tests/test_attacks_model.py). The attacker's model therefore swaps in a convolution written with
+spectrum carried no graph, so its double backward dropped a term (the core now recomputes the spectra
+under create_graph; both are checked in tests/test_attacks_model.py). The attacker's model therefore swaps in a convolution written with
 autograd's own FFT ops -- same parameters, same names, same numbers, twice differentiable.
 """
 from __future__ import annotations

@@ -144,6 +144,9 @@ class Scorer:
                                    rec[r].astype(np.float32), true[c], self.prior.mean))
         out.update(reid_rank=float(np.mean(ranks)), reid_top1=float(np.mean(np.asarray(ranks) == 1)),
                    reid_client_top1=float(np.mean(client_hits)), cohort_size=float(len(self.truth.x)),
+                   # the "true" record is the batch record the matching paired it with, i.e. the closest of
+                   # the batch: a random reconstruction is top-1 with probability about batch / cohort
+                   reid_chance=float(min(1.0, len(true) / len(self.truth.x))),
                    records_reconstructed=float(len(rec)), records_true=float(len(true)))
         if res.labels is not None:
             out.update(label_scores(res.labels[rows], self.truth.y[idx][cols], CLASSES))

@@ -9,6 +9,7 @@ device as a legacy evaluate message whose reply carries nothing useful (zero los
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,23 @@ class SecAggParams(FederatedParams):
         if self.num_shares < 2 or not 1 <= self.reconstruction_threshold <= self.num_shares:
             return "need num_shares >= 2 and 1 <= reconstruction_threshold <= num_shares"
         return None
+
+
+def _seeded_quantisation(seed: int):  # noqa: ANN202 - a Flower mod
+    """SecAgg+ quantises with stochastic rounding drawn from numpy's *global* RNG. Seed it per
+    (run seed, partition, message) for the duration of the call and restore it afterwards, so that
+    the same seed gives the same aggregate whatever ran in the process before."""
+
+    def mod(msg, ctx, call_next):  # type: ignore[no-untyped-def]
+        key = f"{seed}/{ctx.node_config.get('partition-id')}/{msg.metadata.group_id}/{msg.metadata.message_type}"
+        saved = np.random.get_state()
+        np.random.seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big"))
+        try:
+            return call_next(msg, ctx)
+        finally:
+            np.random.set_state(saved)
+
+    return mod
 
 
 def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
@@ -77,7 +95,8 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
             write_probe(setup, self.ctx, model)
             return 0.0, 0, {}
 
-    client = ClientApp(client_fn=lambda context: Device(context).to_client(), mods=[secaggplus_mod])
+    client = ClientApp(client_fn=lambda context: Device(context).to_client(),
+                       mods=[_seeded_quantisation(setup.seed), secaggplus_mod])
     server = ServerApp()
 
     class ObservedFedAvg(LegacyFedAvg):
@@ -91,7 +110,8 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
             if results and hasattr(self.grid, "observe"):
                 total = parameters_to_ndarrays(results[0][1].parameters)
-                self.grid.observe(server_round, dict(zip(names, total)), {"num-clients": len(results)})
+                self.grid.observe(server_round, dict(zip(names, total)), {"num-clients": len(results),
+                                                                      "aggregate-of": "params-mean"})
             return super().aggregate_fit(server_round, results, failures)
 
         def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]

@@ -45,6 +45,21 @@ def test_double_backward_is_exact(one_torch_thread):
     assert torch.autograd.gradcheck(flat_grad, (x,))
 
 
+def test_core_convolution_has_an_exact_second_derivative(one_torch_thread):
+    """The core's fast FFT backward is twice differentiable: d(gradient)/d(input) against finite differences."""
+    torch.manual_seed(0)
+    core = TDSSM(CFG).eval().double()
+    params = {n: p.detach() for n, p in core.named_parameters()}
+
+    def flat_grad(x: torch.Tensor) -> torch.Tensor:
+        p = {n: v.clone().requires_grad_(True) for n, v in params.items()}
+        out = functional_call(core, p, (x,)).sum()
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(out, list(p.values()), create_graph=True)])
+
+    x = torch.rand(1, 12, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(flat_grad, (x,))
+
+
 def _problem(model: TDSSM, training: LocalTraining, n: int) -> MatchProblem:
     base = {k: v.detach().clone() for k, v in model.named_parameters()}
     return MatchProblem(model, base, tuple(base), {}, training, bce_loss(training.pos_weight), (32, 12), 6, n,
