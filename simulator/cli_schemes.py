@@ -80,7 +80,7 @@ def run_scheme_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (defaults if omitted; see configs/)."),
     data: Optional[str] = typer.Option(None, "--data", help="Real records (WFDB folder, CODE-15 .hdf5, .npz); overrides data.path."),
     param: list[str] = typer.Option([], "--param", "-p", help="Scheme parameter override key=value (repeatable), e.g. -p mu=0.1."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="inline (default) or ray; overrides federation.engine."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="inline (default), ray or deployment (a real local Flower federation); overrides federation.engine."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<scheme>-<time>)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
 ) -> None:

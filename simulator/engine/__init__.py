@@ -1,8 +1,10 @@
 """Flower grid backends: run a ServerApp/ClientApp pair over simulated clients.
 
-Engines: ``inline`` (in-process `InlineGrid`, deterministic, the default) and ``ray``
-(Flower's ``run_simulation`` on the Ray backend, in a killable child process). On both, the
-ServerApp talks to a `LedgerGrid` that records every message into the `WireLedger`.
+Engines: ``inline`` (in-process `InlineGrid`, deterministic, the default), ``ray``
+(Flower's ``run_simulation`` on the Ray backend, in a killable child process) and ``deployment``
+(a real SuperLink + SuperNodes on loopback, the app submitted with ``flwr run``; see
+`simulator.engine.deployment`). On all three, the ServerApp talks to a `LedgerGrid` that records
+every message into the `WireLedger`.
 """
 
 from simulator.engine.api import (

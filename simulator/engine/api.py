@@ -33,7 +33,7 @@ from simulator.engine.recording import LedgerGrid
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
 
-ENGINES = ("inline", "ray")
+ENGINES = ("inline", "ray", "deployment")
 DEFAULT_TIMEOUT_S = 3600.0
 
 _RESULT_PREFIX = "mupriv.result"
@@ -134,8 +134,8 @@ def _run_id(seed: int) -> int:
 
 
 def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
-    server_app: ServerApp,
-    client_app: ClientApp,
+    server_app: ServerApp | None,
+    client_app: ClientApp | None,
     num_clients: int,
     *,
     engine: str = "inline",
@@ -148,12 +148,15 @@ def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
     num_cpus: int = 2,
     cpus_per_client: float = 1.0,
     verbose: bool = False,
+    app_factory: str | None = None,
+    superlink: str | None = None,
 ) -> FederationResult:
     """Run ``server_app`` against ``num_clients`` simulated nodes running ``client_app``.
 
     Parameters
     ----------
-    engine : "inline" (default, in-process, deterministic) or "ray" (Flower's run_simulation).
+    engine : "inline" (default, in-process, deterministic), "ray" (Flower's run_simulation) or
+        "deployment" (a real SuperLink + N SuperNodes on loopback, the app submitted with ``flwr run``).
     ledger : where every message goes; a new ``WireLedger(scheme)`` when omitted.
     run_config : the ``context.run_config`` of the ServerApp and of every ClientApp.
     node_config : ``partition_id -> dict`` merged into each node's ``node_config``
@@ -163,6 +166,11 @@ def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
     timeout_s : hard limit (ray: the simulation process is killed; inline: checked between client
         messages). Raises `EngineTimeout`.
     num_cpus, cpus_per_client : Ray cluster size and per-ClientApp resources.
+    app_factory : deployment only, and required there: ``"package.module:function"``, a function
+        ``run_config -> (ServerApp, ClientApp)`` that the app processes import to build the pair
+        (``server_app``/``client_app`` are not used: objects cannot reach other processes).
+    superlink : deployment only: ``host:port`` of a SuperLink someone else started (default: the
+        ``MUPRIV_SUPERLINK`` environment variable; unset = start a local federation).
     """
     if engine not in ENGINES:
         raise MuprivError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
@@ -171,6 +179,25 @@ def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
     ledger = WireLedger(scheme) if ledger is None else ledger
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
     start = time.perf_counter()
+
+    if engine == "deployment":
+        from simulator.engine.deployment import run_deployment
+
+        context, node_map = run_deployment(
+            app_factory,
+            num_clients,
+            ledger=ledger,
+            timeout_s=timeout_s,
+            run_config=run_config,
+            node_config=node_config,
+            seed=seed,
+            verbose=verbose,
+            superlink=superlink,
+        )
+        return FederationResult("deployment", ledger, context, node_map, time.perf_counter() - start)
+
+    if server_app is None or client_app is None:
+        raise MuprivError(f"engine {engine!r} needs server_app and client_app")
 
     if engine == "ray":
         from simulator.engine.ray_engine import run_ray
