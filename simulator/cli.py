@@ -202,10 +202,16 @@ def _mount_subcommands() -> None:
     from simulator.cli_simulate import simulate_command
 
     app.command("simulate")(user_errors(simulate_command))
+    from attacks.cli import attack_command
+
+    app.command("attack")(user_errors(attack_command))
     from simulator.cli_report import compare_command, report_command
 
     app.command("report")(user_errors(report_command))
     app.command("compare")(user_errors(compare_command))
+    from simulator.cli_config import config_app
+
+    app.add_typer(config_app)  # `mupriv config explain|show|check`
 
 
 _mount_subcommands()

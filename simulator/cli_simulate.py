@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from simulator.errors import MuprivError
+
 console = Console(stderr=True)
 DEFAULT_CONFIG = Path("configs/quickstart.toml")
 
@@ -15,28 +17,49 @@ def simulate_command(
     config: Optional[Path] = typer.Argument(None, help="TOML config (default configs/quickstart.toml)."),
     data: Optional[str] = typer.Option(None, "--data", help="Real records (WFDB folder, CODE-15 .hdf5, .npz); overrides data.path."),
     schemes: Optional[str] = typer.Option(None, "--schemes", help="Comma-separated schemes to run; overrides schemes.run."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="inline (default) or ray; overrides federation.engine."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="inline (default), ray or deployment; overrides federation.engine."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run folder."),
     name: str = typer.Option("simulate", "--name", help="Run folder name prefix (runs/<name>-<time>)."),
-    attacks: bool = typer.Option(False, "--attacks/--no-attacks", help="Attack every scheme's ledger (needs the attacks package)."),
-    budget: str = typer.Option("quick", "--attack-budget", help="Attack budget preset: quick, standard or thorough."),
+    attacks: Optional[bool] = typer.Option(None, "--attacks/--no-attacks", help="Attack every scheme's ledger (default: attacks.enabled, on)."),
+    budget: Optional[str] = typer.Option(None, "--attack-budget", help="Attack budget preset: quick, standard or thorough (default: attacks.budget)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeat the study with N derived seeds (seed, seed+1, ...); mean and 95% interval."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run folder (runs/.<name>-<time>.partial) without redoing finished cells."),
 ) -> None:
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
     from simulator.config import load_config, with_overrides
+    from simulator.simulate import resume as resume_run
     from simulator.simulate import simulate
 
-    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    cfg = with_overrides(load_config(path), data=dict(path=data), federation=dict(engine=engine), **{"": dict(seed=seed)})
-    if schemes:
-        cfg = with_overrides(cfg, schemes=dict(run=[s.strip() for s in schemes.split(",") if s.strip()]))
+    if resume is not None:
+        given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine),
+                                      ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget))
+                 if v is not None]
+        if given:
+            raise MuprivError(f"--resume finishes a run with the settings it started with; drop {', '.join(given)}")
+    else:
+        path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        cfg = with_overrides(load_config(path), data=dict(path=data), federation=dict(engine=engine),
+                             **{"": dict(seed=seed, seeds=seeds)})
+        if schemes:
+            cfg = with_overrides(cfg, schemes=dict(run=[s.strip() for s in schemes.split(",") if s.strip()]))
     with console.status("starting") as status:
-        result = simulate(cfg, runs_root=out, name=name, data_path=data, attack=attacks, attack_budget=budget,
-                          on_step=lambda msg: (status.update(msg), console.log(msg)))
-    try:
-        from simulator.report.terminal import print_comparison
+        def say(msg: str) -> None:
+            status.update(msg)
+            console.log(msg)
 
-        print_comparison(Console(), result.run_dir)
-    except ImportError:
-        pass
-    console.print(f"run folder: {result.run_dir} (report.html, report.md, results.csv, ledger.csv)")
+        try:
+            if resume is not None:
+                result = resume_run(resume, on_step=say)
+            else:
+                result = simulate(cfg, runs_root=out, name=name, data_path=data, attack=attacks, attack_budget=budget,
+                                  on_step=say)
+        except KeyboardInterrupt:
+            partial = sorted(Path(out).glob(f".{name}-*.partial")) if resume is None else [resume]
+            hint = f": finish it with `mupriv simulate --resume {partial[-1]}`" if partial else ""
+            raise MuprivError(f"interrupted{hint}") from None
+    from simulator.report.terminal import print_comparison
+
+    print_comparison(Console(), result.run_dir)
+    written = ["report.html", "report.md", "results.csv", *(["attacks.csv"] if result.attacks is not None else []), "ledger.csv"]
+    console.print(f"run folder: {result.run_dir} ({', '.join(written)})")

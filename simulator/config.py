@@ -22,29 +22,29 @@ from simulator.errors import MuprivError
 class DataConfig:
     """Where records come from and how they are shaped for the model (see simulator.data.preprocess)."""
 
-    path: str = ""  # "" = synthetic records; else a WFDB folder, a CODE-15 .hdf5, or an .npz
-    synthetic_records: int = 512  # how many synthetic records when path is ""
-    fs: float = 400.0  # resample every record to this rate (Hz)
-    length: int = 1024  # samples per record fed to the model (crop/zero-pad)
-    scale: str = "record"  # min-max per "record" (the paper), per "lead", or "none" (mV)
-    skip_bad: bool = False  # skip unreadable records (counted in the summary) instead of stopping
-    val_fraction: float = 0.2  # records held out to pick the best epoch and report metrics
+    path: str = field(default="", metadata={"help": '"" = synthetic records; else a WFDB folder, a CODE-15 .hdf5 or an .npz (--data overrides it)'})
+    synthetic_records: int = field(default=512, metadata={"help": "how many synthetic source records when path is empty"})
+    fs: float = field(default=400.0, metadata={"help": "resample every record to this rate (Hz)"})
+    length: int = field(default=1024, metadata={"help": "samples per record fed to the model (centred crop / zero pad)"})
+    scale: str = field(default="record", metadata={"help": 'min-max per "record" (the paper), per "lead", or "none" (keep mV)'})
+    skip_bad: bool = field(default=False, metadata={"help": "leave unreadable records out (counted in the summary) instead of stopping"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of the server's records held out to pick the best epoch and report metrics"})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Server pretraining: full training, then µ-Training (placed at the start, end or both ends)."""
 
-    full_epochs: int = 4
-    mu_epochs: int = 4
-    position: str = "end"
-    self_distill: bool = True
-    alpha: float = 0.8
-    lr: float = 3e-3
-    kernel_lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 32
-    pos_weight: float = 6.0
+    full_epochs: int = field(default=4, metadata={"help": "epochs of full training (every part trains)"})
+    mu_epochs: int = field(default=4, metadata={"help": "epochs of µ-Training (only the middle S4D block trains)"})
+    position: str = field(default="end", metadata={"help": 'where µ-Training goes: "start", "end", or split over "both" ends'})
+    self_distill: bool = field(default=True, metadata={"help": "µ-Training with future-guided self-distillation (soft labels from a look-ahead step)"})
+    alpha: float = field(default=0.8, metadata={"help": "self-distillation weight: loss = (1-alpha)·BCE(labels) + alpha·BCE(soft labels)"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate (cosine schedule)"})
+    kernel_lr: float = field(default=1e-3, metadata={"help": "learning rate of the S4D kernel parameters (log_dt, log_A_real, A_imag), no weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to the S4D kernel parameters)"})
+    batch_size: int = field(default=32, metadata={"help": "records per batch"})
+    pos_weight: float = field(default=6.0, metadata={"help": "BCE-with-logits positive-class weight (the paper's 6)"})
 
     def plan(self) -> list[Phase]:
         return pretraining_plan(self.full_epochs, self.mu_epochs, self.position, self.self_distill, **self._opt())
@@ -57,13 +57,13 @@ class TrainConfig:
 class FinetuneConfig:
     """On-device personalisation: µ-Fine-Tuning trains encoder + decoder; `parts` can name others."""
 
-    epochs: int = 4
-    parts: tuple[str, ...] = ("encoder", "decoder")
-    lr: float = 3e-3
-    kernel_lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 32
-    pos_weight: float = 6.0
+    epochs: int = field(default=4, metadata={"help": "on-device fine-tuning epochs (every scheme's device training and central's server training)"})
+    parts: tuple[str, ...] = field(default=("encoder", "decoder"), metadata={"help": 'model parts that train: ["encoder", "decoder"] = µ-Fine-Tuning; add "middle" for full fine-tuning'})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate (cosine schedule)"})
+    kernel_lr: float = field(default=1e-3, metadata={"help": "learning rate of the S4D kernel parameters, no weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to the S4D kernel parameters)"})
+    batch_size: int = field(default=32, metadata={"help": "records per batch"})
+    pos_weight: float = field(default=6.0, metadata={"help": "BCE-with-logits positive-class weight"})
 
     def phase(self) -> Phase:
         base = mu_finetuning(self.epochs, lr=self.lr, kernel_lr=self.kernel_lr, weight_decay=self.weight_decay,
@@ -76,40 +76,56 @@ class FinetuneConfig:
 class CohortConfig:
     """The simulated study: the server's source data and the patient clients (see simulator.data.cohort)."""
 
-    clients: int = 4  # number of clients (patients, or hospitals with split = "source")
-    records_per_client: int = 60  # synthetic: records each simulated patient holds
-    test_fraction: float = 0.3  # each client's records held out as its personal test set
-    shift: float = 0.5  # synthetic: 0 = clients like the source population ... 1 = strongly shifted
-    split: str = "patient"  # real data: "patient", "source" (hospital-level) or "dirichlet" (label skew)
-    source_fraction: float = 0.5  # real data: share of the records (whole patients) the server keeps
-    dirichlet_alpha: float = 0.5  # real data with split = "dirichlet": smaller = more skewed clients
+    clients: int = field(default=4, metadata={"help": 'number of clients (patients; hospitals with split = "source", where it is a cap)'})
+    records_per_client: int = field(default=60, metadata={"help": "synthetic: records each simulated patient holds"})
+    test_fraction: float = field(default=0.3, metadata={"help": "share of each client's records held out as its personal test set"})
+    shift: float = field(default=0.5, metadata={"help": "synthetic: 0 = clients like the source population ... 1 = strongly shifted device, age and class mix"})
+    split: str = field(default="patient", metadata={"help": 'real data: clients by "patient", by "source" (one hospital database each) or "dirichlet" (label skew)'})
+    source_fraction: float = field(default=0.5, metadata={"help": 'real data: share of the records (whole patients) the server keeps (not used by split = "source")'})
+    dirichlet_alpha: float = field(default=0.5, metadata={"help": 'real data with split = "dirichlet": smaller = more skewed clients'})
 
 
 @dataclass(frozen=True)
 class FederationConfig:
     """How schemes run: the Flower engine and the defaults every federated scheme starts from."""
 
-    engine: str = "inline"  # "inline" (in-process, deterministic) or "ray" (Flower's simulation engine)
-    rounds: int = 3  # federated rounds (a scheme table can override it)
-    local_epochs: int = 1  # local epochs per round (a scheme table can override it)
-    timeout_s: float = 3600.0  # hard limit per scheme run
+    engine: str = field(default="inline", metadata={"help": '"inline" (in-process, deterministic), "ray" (Flower\'s simulation engine) or "deployment" (a real local SuperLink + SuperNodes, flwr run)'})
+    rounds: int = field(default=3, metadata={"help": "federated rounds (a [schemes.<name>] table can override it)"})
+    local_epochs: int = field(default=1, metadata={"help": "local epochs per round (a [schemes.<name>] table can override it)"})
+    timeout_s: float = field(default=3600.0, metadata={"help": "hard time limit per scheme run (seconds)"})
 
 
 @dataclass(frozen=True)
 class SchemesConfig:
     """Which schemes run, and per-scheme parameters (TOML tables [schemes.<name>])."""
 
-    run: tuple[str, ...] = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg",
-                            "fedrep", "fedper", "fed-mu")
-    options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()  # ((scheme, ((key, value), ...)), ...)
+    run: tuple[str, ...] = field(default=("mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg",
+                                          "fedrep", "fedper", "fed-mu"),
+                                 metadata={"help": "the schemes simulate runs, in order (mupriv schemes lists them)"})
+    # Held as ((scheme, ((key, value), ...)), ...); in TOML these are the [schemes.<name>] tables, hence "toml_key".
+    options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), metadata={
+        "toml_key": "<name>", "help": "one table per scheme of its parameters, e.g. [schemes.fedprox] mu = 0.01 (see the scheme tables)"})
 
     def params_for(self, name: str) -> dict[str, Any]:
         return {k: v for scheme, items in self.options if scheme == name for k, v in items}
 
 
 @dataclass(frozen=True)
+class AttacksConfig:
+    """The curious server's attacks on every scheme's wire ledger (see docs/attacks.md)."""
+
+    enabled: bool = field(default=True, metadata={"help": "attack every scheme's ledger after it runs (the privacy column); --no-attacks turns it off"})
+    budget: str = field(default="quick", metadata={"help": 'compute per attack: "quick", "standard" or "thorough" (iterations, restarts, targets)'})
+    run: tuple[str, ...] = field(default=("labels", "features", "dlg", "ig", "multistep"),
+                                 metadata={"help": "attack families to run where the threat model allows them"})
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0
+    # Every key carries metadata["help"] and every section class a docstring: `mupriv config explain` and
+    # docs/config.md read them from here, and tests/test_config_cli.py fails on a key without help.
+    seed: int = field(default=0, metadata={"help": "one seed for everything; phases, splits, clients and data derive their own from it"})
+    seeds: int = field(default=1, metadata={"help": "repeat the whole study with seeds seed, seed+1, ...; the report gives 95% intervals over them"})
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -117,6 +133,11 @@ class RunConfig:
     cohort: CohortConfig = field(default_factory=CohortConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     schemes: SchemesConfig = field(default_factory=SchemesConfig)
+    attacks: AttacksConfig = field(default_factory=AttacksConfig)
+
+    def study_seeds(self) -> list[int]:
+        """The seeds of the repeated studies: seed, seed + 1, ..."""
+        return [self.seed + i for i in range(self.seeds)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,8 +162,8 @@ class RunConfig:
                 raise MuprivError(f"{name}.batch_size must be >= 1 and {name}.lr > 0")
         self.finetune.phase()  # validates parts
         self.train.plan()  # validates epochs / alpha
-        if self.federation.engine not in ("inline", "ray"):
-            raise MuprivError(f"federation.engine = {self.federation.engine!r}: choose 'inline' or 'ray'")
+        if self.federation.engine not in ("inline", "ray", "deployment"):
+            raise MuprivError(f"federation.engine = {self.federation.engine!r}: choose 'inline', 'ray' or 'deployment'")
         if self.federation.rounds < 1 or self.federation.local_epochs < 1:
             raise MuprivError("federation.rounds and federation.local_epochs must be >= 1")
         if self.cohort.clients < 1:
@@ -151,6 +172,17 @@ class RunConfig:
             raise MuprivError(f"cohort.test_fraction must be between 0 and 1 (exclusive), got {self.cohort.test_fraction}")
         if self.cohort.split not in ("patient", "source", "dirichlet"):
             raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
+        if self.seeds < 1:
+            raise MuprivError(f"seeds must be >= 1, got {self.seeds}")
+        from attacks.budget import ATTACKS, PRESETS  # pylint: disable=import-outside-toplevel
+
+        if self.attacks.budget not in PRESETS:
+            raise MuprivError(f"attacks.budget = {self.attacks.budget!r}: choose one of {', '.join(PRESETS)}")
+        for name in self.attacks.run:
+            if name not in ATTACKS:
+                close = difflib.get_close_matches(name, ATTACKS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(ATTACKS)}"
+                raise MuprivError(f"attacks.run has unknown attack {name!r}{hint}")
         for name in self.schemes.run:
             self.scheme_params(name)  # unknown schemes and parameters fail here, before any training
         return self

@@ -11,6 +11,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from baselines.deploy import SCHEME_APPS
 from baselines.registry import Scheme, get_scheme
 from baselines.setup import SchemeSetup, load_arrays, read_probe
 from simulator.core.cost import phase_cost
@@ -45,18 +48,18 @@ class SchemeRun:
     def ledger(self) -> WireLedger:
         return self.federation.ledger
 
-    def save(self, directory: Path, study: Study) -> Path:
-        """scheme.json, ledger/, clients.csv and truth/ (each client's training data, for scoring only)."""
+    def save(self, directory: Path, study: Study, truth_from: Path | None = None) -> Path:
+        """scheme.json, ledger/, clients.csv and truth/ (each client's training data, for scoring only).
+
+        ``truth_from``: a folder already holding the truth files (see `save_truth`); they are hard-linked,
+        so ten schemes of one study keep one copy of the clients' records on disk."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.ledger.save(directory / "ledger")
-        truth = directory / "truth"
-        truth.mkdir(exist_ok=True)
-        from simulator.core.tensors import save_npz  # pylint: disable=import-outside-toplevel
-
-        for c in study.clients:
-            save_npz(c.train, truth / f"{c.id}.npz")
-        save_npz(study.source_train, truth / "source.npz")
+        if truth_from is None:
+            save_truth(study, directory / "truth")
+        else:
+            _link_tree(Path(truth_from), directory / "truth")
         _atomic_text(directory / "clients.csv", self.table.to_csv(index=False, float_format="%.10g"))
         _atomic_text(directory / "scheme.json", json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
         return directory
@@ -75,7 +78,10 @@ class SchemeRun:
             "shared_parts": list(self.scheme.shared_parts),
             "device_parts": list(self.scheme.device_parts),
             "threat": {"optimizer": "adamw", "lr": ft["lr"], "local_epochs": params.get("local_epochs", ft["epochs"]),
-                       "batch_size": ft["batch_size"], "pos_weight": ft["pos_weight"], "weight_decay": ft["weight_decay"]},
+                       "batch_size": ft["batch_size"], "pos_weight": ft["pos_weight"], "weight_decay": ft["weight_decay"],
+                       "kernel_lr": ft["kernel_lr"], "schedule": "cosine"},
+            # the public input format: the attacker needs it to shape its dummy records and band limit
+            "data": {k: getattr(study.config.data, k) for k in ("length", "fs", "scale")},
             "dp": dp,
             "clients": [c.id for c in study.clients],
             "partition_to_client": {str(c.partition): c.id for c in study.clients},
@@ -119,7 +125,8 @@ def run_scheme(
     with contextlib.nullcontext() if verbose else _quiet_flower():
         result = run_federation(server_app, client_app, len(study.clients), engine=engine or cfg.federation.engine, scheme=name,
                                 run_config=setup.to_run_config(), node_config=_DataPaths(paths), seed=cfg.seed,
-                                timeout_s=timeout_s if timeout_s is not None else cfg.federation.timeout_s, verbose=verbose)
+                                timeout_s=timeout_s if timeout_s is not None else cfg.federation.timeout_s, verbose=verbose,
+                                app_factory=SCHEME_APPS)  # deployment: the app processes rebuild the pair from run_config
     wall = time.perf_counter() - start
     table = client_table(study, scheme, params, result, probes)
     return SchemeRun(scheme, params, setup, result, table, wall)
@@ -227,6 +234,28 @@ def to_long(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     long = table.melt(id_vars=["scheme", "client"], value_vars=numeric, var_name="metric", value_name="value")
     long.insert(0, "seed", seed)
     return long.sort_values(["seed", "scheme", "client", "metric"], kind="stable").reset_index(drop=True)
+
+
+def save_truth(study: Study, folder: Path) -> Path:
+    """Each client's training records and the server's source records, as the attack scoring reads them."""
+    from simulator.core.tensors import save_npz  # pylint: disable=import-outside-toplevel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for c in study.clients:
+        save_npz(c.train, folder / f"{c.id}.npz")
+    save_npz(study.source_train, folder / "source.npz")
+    return folder
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.glob("*.npz")):
+        target = dst / f.name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:  # another filesystem, or links not allowed: copy
+            shutil.copy2(f, target)
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -1,30 +1,41 @@
 """`mupriv simulate`: the whole comparison in one run folder.
 
-Builds the cohort, pretrains once (cached), runs every configured scheme on the configured engine,
-attacks each scheme's ledger, and writes one run folder. The folder is assembled under a hidden
-".partial" name and renamed when complete, so an interrupted run never looks finished.
+For each study seed: build the cohort, pretrain once (cached), then run every configured scheme on
+the configured engine and attack its ledger. Each (seed, scheme) pair is a *cell* written to
+``schemes/<scheme>/seed-<seed>/`` and marked done last, so an interrupted run can be finished with
+``--resume`` without redoing finished cells. The folder is assembled under a hidden ``.partial`` name
+and renamed when every cell is done, so an unfinished run never looks finished.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from simulator.config import RunConfig
-from simulator.runner import run_scheme, to_long
-from simulator.study import build_study
+from simulator.config import RunConfig, load_config
+from simulator.errors import MuprivError
+from simulator.ledger import WireLedger
+from simulator.runner import run_scheme, save_truth, to_long
+from simulator.study import Study, build_study
 
 PACKAGES = ("torch", "flwr", "opacus", "numpy", "pandas", "wfdb", "mupriv")
+PLAN_NAME = "plan.json"
+DONE_MARK = ".done"
+# Measured, not computed: kept out of results.csv so that the same config and seed give the same bytes.
+TIMING_METRICS = ("wall_s",)
+
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -34,23 +45,234 @@ class SimulationResult:
     attacks: pd.DataFrame | None
 
 
-def manifest(cfg: RunConfig, study, schemes: list[str]) -> dict:  # noqa: ANN001 - Study
+@dataclass(frozen=True)
+class Plan:
+    """What a run folder is being filled with; saved as plan.json so that --resume can finish it."""
+
+    final_name: str  # the folder's name once complete
+    seeds: tuple[int, ...]
+    schemes: tuple[str, ...]
+    data_path: str | None
+    attack: bool
+    attack_budget: str
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        try:
+            raw = json.loads(path.read_text())
+            return cls(str(raw["final_name"]), tuple(int(s) for s in raw["seeds"]), tuple(map(str, raw["schemes"])),
+                       raw.get("data_path"), bool(raw["attack"]), str(raw["attack_budget"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MuprivError(f"{path} is unreadable ({e}): this run cannot be resumed; start it again") from None
+
+
+def cell_dir(run_dir: Path, scheme: str, seed: int) -> Path:
+    return Path(run_dir) / "schemes" / scheme / f"seed-{seed}"
+
+
+def cell_done(run_dir: Path, scheme: str, seed: int) -> bool:
+    return (cell_dir(run_dir, scheme, seed) / DONE_MARK).is_file()
+
+
+# ---------------------------------------------------------------------------------------- entry points
+def simulate(
+    cfg: RunConfig,
+    runs_root: Path = Path("runs"),
+    name: str = "simulate",
+    data_path: str | None = None,
+    attack: bool | None = None,
+    attack_budget: str | None = None,
+    on_step: Say | None = None,
+) -> SimulationResult:
+    """Start a new run folder and fill it. ``attack``/``attack_budget`` override ``cfg.attacks``."""
+    import tomli_w  # pylint: disable=import-outside-toplevel
+
+    if attack_budget is not None:
+        from attacks.budget import get_budget  # pylint: disable=import-outside-toplevel
+
+        get_budget(attack_budget)  # a bad name fails before anything runs
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    plan = Plan(final_name=f"{name}-{stamp}", seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
+                data_path=data_path, attack=cfg.attacks.enabled if attack is None else attack,
+                attack_budget=attack_budget or cfg.attacks.budget)
+    work = Path(runs_root) / f".{plan.final_name}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    _atomic_text(work / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_toml_dict())))
+    _atomic_text(work / PLAN_NAME, json.dumps(asdict(plan), indent=2) + "\n")
+    return _fill(work, cfg, plan, on_step or (lambda _msg: None))
+
+
+def resume(run_dir: Path, on_step: Say | None = None) -> SimulationResult:
+    """Finish an interrupted run folder: only the (scheme, seed) cells not yet done are run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MuprivError(f"{run_dir} does not exist: pass the .partial folder an interrupted `mupriv simulate` left in runs/")
+    if not (run_dir / PLAN_NAME).is_file():
+        if (run_dir / "results.csv").is_file():
+            raise MuprivError(f"{run_dir} is a finished run: nothing to resume (re-render it with `mupriv report {run_dir}`)")
+        raise MuprivError(f"{run_dir / PLAN_NAME} is missing: {run_dir} is not a run folder started by `mupriv simulate`")
+    cfg = load_config(run_dir / "config.toml")
+    return _fill(run_dir, cfg, Plan.load(run_dir / PLAN_NAME), on_step or (lambda _msg: None))
+
+
+def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None) -> pd.DataFrame:
+    """Attack every (scheme, seed) cell of a finished run folder again (e.g. with a bigger budget):
+    rewrites each cell's attacks.csv and plots, the folder's attacks.csv and plots/, and the report."""
+    from attacks.budget import get_budget  # pylint: disable=import-outside-toplevel
+
+    get_budget(budget)
+    say = on_step or (lambda _msg: None)
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.toml")
+    cells = sorted(p.parent for p in (run_dir / "schemes").glob("*/seed-*/scheme.json"))
+    if not cells:
+        raise MuprivError(f"{run_dir / 'schemes'} holds no scheme runs: pass a run folder written by `mupriv simulate`")
+    for cell in cells:
+        seed = int(cell.name.removeprefix("seed-"))
+        say(f"seed {seed}: attacking {cell.parent.name}'s ledger ({budget} budget)")
+        shutil.rmtree(cell / "plots", ignore_errors=True)
+        _attack_cell(cell, cfg, budget, seed)
+    attacks = pd.concat([pd.read_csv(c / "attacks.csv") for c in cells], ignore_index=True)
+    _atomic_csv(attacks, run_dir / "attacks.csv")
+    shutil.rmtree(run_dir / "plots", ignore_errors=True)
+    schemes = tuple(dict.fromkeys(c.parent.name for c in cells))
+    seeds = tuple(sorted({int(c.name.removeprefix("seed-")) for c in cells}))
+    _collect_plots(run_dir, Plan("", seeds, schemes, None, True, budget))
+    say("writing the report")
+    _report(run_dir)
+    return attacks
+
+
+# ---------------------------------------------------------------------------------------- the cells
+def _fill(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationResult:
+    total = len(plan.seeds) * len(plan.schemes)
+    done = sum(cell_done(work, s, seed) for seed in plan.seeds for s in plan.schemes)
+    if done:
+        say(f"resuming: {done} of {total} (scheme, seed) cells already done")
+    for seed in plan.seeds:
+        pending = [s for s in plan.schemes if not cell_done(work, s, seed)]
+        if not pending:
+            continue
+        seed_cfg = replace(cfg, seed=seed)
+        say(f"seed {seed}: building the cohort and pretraining (cached after the first run)")
+        study = build_study(seed_cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
+        truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
+        _atomic_text(work / "work" / f"study-seed-{seed}.json", json.dumps(_study_facts(study), indent=2))
+        for scheme in pending:
+            _run_cell(work, study, scheme, seed, truth, plan, say)
+    return _assemble(work, cfg, plan, say)
+
+
+def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, plan: Plan, say: Say) -> None:
+    cell = cell_dir(work, scheme, seed)
+    if cell.exists():  # half-written by an interrupted run
+        shutil.rmtree(cell)
+    say(f"seed {seed}: running {scheme}")
+    run = run_scheme(study, scheme, work / "work" / f"seed-{seed}" / scheme)
+    run.save(cell, study, truth_from=truth)
+    long = to_long(run.table, seed)
+    timing = long["metric"].isin(TIMING_METRICS)
+    _atomic_csv(long[~timing], cell / "results.csv")
+    _atomic_csv(long[timing], cell / "timings.csv")
+    if plan.attack:
+        say(f"seed {seed}: attacking {scheme}'s ledger ({plan.attack_budget} budget)")
+        _attack_cell(cell, study.config, plan.attack_budget, seed)
+    (cell / DONE_MARK).write_text("")
+    shutil.rmtree(work / "work" / f"seed-{seed}" / scheme, ignore_errors=True)  # probes: scratch only
+
+
+def _attack_cell(cell: Path, cfg: RunConfig, budget: str, seed: int) -> None:
+    """attacks.csv and the reconstructions' plots of one cell; the attacker reads scheme.json + ledger/ only."""
+    from attacks.budget import get_budget  # pylint: disable=import-outside-toplevel
+    from attacks.plots import plot_case  # pylint: disable=import-outside-toplevel
+    from attacks.run import attack_run_report  # pylint: disable=import-outside-toplevel
+
+    chosen = get_budget(budget).with_overrides(attacks=tuple(cfg.attacks.run))
+    report = attack_run_report(cell, chosen, seed)
+    frame = report.frame
+    if "seed" not in frame.columns:
+        frame.insert(0, "seed", seed)
+    _atomic_csv(frame, cell / "attacks.csv")
+    (cell / "plots").mkdir(exist_ok=True)
+    for tag, case in _example_cases(report.cases).items():
+        plot_case(case, cell / "plots" / f"{tag}.png", f"{tag} ({case.attack})", report.prior.fs)
+
+
+def _example_cases(cases: list) -> dict:  # noqa: ANN001 - attacks.score.Case
+    """The best reconstruction of the scheme (by Pearson r, over every waveform attack) and the median
+    one of the same attack: what the report shows as examples."""
+    import math  # pylint: disable=import-outside-toplevel
+
+    waves = [c for c in cases if c.attack != "raw" and math.isfinite(c.r)]
+    if not waves:
+        return {}
+    best = max(waves, key=lambda c: c.r)
+    pool = sorted((c for c in waves if c.attack == best.attack), key=lambda c: c.r)
+    return {"best": best, "median": pool[(len(pool) - 1) // 2]}
+
+
+# ---------------------------------------------------------------------------------------- assembly
+def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationResult:
+    cells = [(seed, s, cell_dir(work, s, seed)) for seed in plan.seeds for s in plan.schemes]
+    results = pd.concat([pd.read_csv(c / "results.csv") for *_, c in cells], ignore_index=True)
+    results.to_csv(work / "results.csv", index=False, float_format="%.10g")
+    _maybe_parquet(results, work / "results.parquet")
+    pd.concat([pd.read_csv(c / "timings.csv") for *_, c in cells], ignore_index=True).to_csv(
+        work / "timings.csv", index=False, float_format="%.10g")
+    ledgers = []
+    for seed, _, c in cells:
+        frame = WireLedger.load(c / "ledger").to_frame()
+        frame.insert(0, "seed", seed)
+        ledgers.append(frame)
+    pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)
+    attack_parts = [pd.read_csv(c / "attacks.csv") for *_, c in cells if (c / "attacks.csv").is_file()]
+    attacks = pd.concat(attack_parts, ignore_index=True) if attack_parts else None
+    if attacks is not None:
+        attacks.to_csv(work / "attacks.csv", index=False, float_format="%.10g")
+    _collect_plots(work, plan)
+    _atomic_text(work / "manifest.json", json.dumps(manifest(cfg, plan, work), indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(work / "work", ignore_errors=True)  # client data copies and probes: scratch only
+    (work / PLAN_NAME).unlink()
+    final_dir = work.parent / plan.final_name
+    os.replace(work, final_dir)  # complete: every result file is in place
+    say("writing the report")
+    _report(final_dir)  # re-renderable with `mupriv report`; written atomically
+    return SimulationResult(final_dir, results, attacks)
+
+
+def _collect_plots(work: Path, plan: Plan) -> None:
+    """plots/<scheme>-best.png and -median.png from the first seed, which the report embeds."""
+    plots = work / "plots"
+    for scheme in plan.schemes:
+        for png in sorted((cell_dir(work, scheme, plan.seeds[0]) / "plots").glob("*.png")):
+            plots.mkdir(exist_ok=True)
+            shutil.copy2(png, plots / f"{scheme}-{png.name}")
+
+
+# ---------------------------------------------------------------------------------------- manifest
+def manifest(cfg: RunConfig, plan: Plan, work: Path) -> dict:
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    studies = {}
+    for seed in plan.seeds:
+        facts = work / "work" / f"study-seed-{seed}.json"
+        studies[str(seed)] = json.loads(facts.read_text()) if facts.is_file() else None
     return {
         "config_hash": cfg.hash(),
         "seed": cfg.seed,
-        "schemes": schemes,
+        "seeds": list(plan.seeds),
+        "schemes": list(plan.schemes),
         "engine": cfg.federation.engine,
-        "clients": [c.id for c in study.clients],
-        "data": {"path": cfg.data.path or "synthetic", "source_train": len(study.source_train), "source_test": len(study.source_test),
-                 "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
-                 "fingerprint": _fingerprint(study)},
-        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name},
+        "attacks": {"enabled": plan.attack, "budget": plan.attack_budget, "run": list(cfg.attacks.run)},
+        "data": plan.data_path or cfg.data.path or "synthetic",
+        "data_fingerprints": {k: v["fingerprint"] for k, v in studies.items() if v},
+        "studies": studies,
         "versions": versions,
         "git_commit": _git_commit(),
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
@@ -58,9 +280,18 @@ def manifest(cfg: RunConfig, study, schemes: list[str]) -> dict:  # noqa: ANN001
     }
 
 
-def _fingerprint(study) -> str:  # noqa: ANN001
-    import hashlib
+def _study_facts(study: Study) -> dict:
+    """The per-seed part of the manifest: clients, record counts, a data fingerprint, the checkpoint."""
+    return {
+        "clients": [c.id for c in study.clients],
+        "source_train": len(study.source_train), "source_test": len(study.source_test),
+        "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
+        "fingerprint": _fingerprint(study),
+        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name},
+    }
 
+
+def _fingerprint(study: Study) -> str:
     h = hashlib.sha256()
     for t in [study.source_train, study.source_test, *(d for c in study.clients for d in (c.train, c.test))]:
         h.update(t.x.numpy().tobytes())
@@ -77,64 +308,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def simulate(
-    cfg: RunConfig,
-    runs_root: Path = Path("runs"),
-    name: str = "simulate",
-    data_path: str | None = None,
-    attack: bool = False,
-    attack_budget: str = "quick",
-    on_step: Callable[[str], None] | None = None,
-) -> SimulationResult:
-    import tomli_w  # pylint: disable=import-outside-toplevel
-
-    say = on_step or (lambda _msg: None)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    final_dir = Path(runs_root) / f"{name}-{stamp}"
-    work = Path(runs_root) / f".{name}-{stamp}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    say("building the cohort and pretraining (cached after the first run)")
-    study = build_study(cfg, work / "work", data_path=data_path)
-    schemes = list(cfg.schemes.run)
-    long_parts, ledgers, attack_parts = [], [], []
-    for name_ in schemes:
-        say(f"running {name_}")
-        run = run_scheme(study, name_, work / "work" / name_)
-        scheme_dir = run.save(work / "schemes" / name_, study)
-        long_parts.append(to_long(run.table, cfg.seed))
-        frame = run.ledger.to_frame()
-        frame.insert(0, "seed", cfg.seed)
-        ledgers.append(frame)
-        if attack:
-            say(f"attacking {name_}'s ledger")
-            attack_parts.append(_attack(scheme_dir, attack_budget, cfg.seed))
-    results = pd.concat(long_parts, ignore_index=True)
-    results.to_csv(work / "results.csv", index=False, float_format="%.10g")
-    _maybe_parquet(results, work / "results.parquet")
-    pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)
-    attacks = pd.concat(attack_parts, ignore_index=True) if attack_parts else None
-    if attacks is not None:
-        attacks.to_csv(work / "attacks.csv", index=False, float_format="%.10g")
-    (work / "config.toml").write_text(tomli_w.dumps(_toml_safe(cfg.to_toml_dict())))
-    (work / "manifest.json").write_text(json.dumps(manifest(cfg, study, schemes), indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(work / "work")  # client data copies and probes: scratch only
-    os.replace(work, final_dir)  # complete: every result file is in place
-    say("writing the report")
-    _report(final_dir)  # re-renderable with `mupriv report`; written atomically
-    return SimulationResult(final_dir, results, attacks)
-
-
-def _attack(scheme_dir: Path, budget: str, seed: int) -> pd.DataFrame:
-    from attacks.run import attack_run  # pylint: disable=import-outside-toplevel
-
-    frame = attack_run(scheme_dir, budget=budget, seed=seed)
-    if "seed" not in frame.columns:
-        frame.insert(0, "seed", seed)
-    return frame
-
-
+# ---------------------------------------------------------------------------------------- small helpers
 def _report(run_dir: Path) -> None:
     from simulator.report.render import render_report  # pylint: disable=import-outside-toplevel
 
@@ -147,6 +321,17 @@ def _maybe_parquet(frame: pd.DataFrame, path: Path) -> None:
     except ImportError:
         return
     frame.to_parquet(path, index=False)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    _atomic_text(path, frame.to_csv(index=False, float_format="%.10g"))
 
 
 def _toml_safe(value):  # noqa: ANN001, ANN202 - TOML has no None and no tuples

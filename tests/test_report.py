@@ -74,17 +74,18 @@ def make_run(root: Path, name: str = "quick-20250101-120000", seeds: tuple[int, 
             if scheme != "mu-ft":
                 res.append((seed, scheme, "all", "rounds", rounds))
         # attacks: mu-ft has nothing to attack; the others are attacked every round
-        att.append((seed, "mu-ft", "all", "", "label-idlg", NA_DEVICE, "label_exact_match", math.nan, "{}"))
+        for client in clients:  # as attacks.run writes it: one "applicable = 0" row with the reason
+            att.append((seed, "mu-ft", client, "", "none", "none", "applicable", 0.0, "{}", NA_DEVICE))
         strength = {"fedavg": 0.9, "dp-fedavg": 0.3, "fedrep": 0.6}
         for scheme, s in strength.items():
             for client in clients:
                 for r in range(1, rounds + 1):
-                    for attack, k in (("label-idlg", 1.0), ("label-count", 0.8)):
-                        att.append((seed, scheme, client, r, attack, "honest-but-curious server", "label_exact_match",
-                                    min(1.0, s * k + rng.normal(0, 0.03)), '{"steps": 1}'))
-                    for metric, v in (("pearson_r", s * 0.8), ("prior_relative", s * 1.5), ("prd", 100 - 60 * s)):
-                        att.append((seed, scheme, client, r, "inverting-gradients", "honest-but-curious server", metric,
-                                    v + rng.normal(0, 0.02), '{"steps": 200}'))
+                    att.append((seed, scheme, client, r, "labels", "curious-server", "label_exact",
+                                min(1.0, s + rng.normal(0, 0.03)), '{"steps": 1}', ""))
+                    for attack, k in (("dlg", 1.0), ("ig", 0.7)):
+                        for metric, v in (("r", s * 0.8), ("r_gain", s * 0.5), ("prd", 100 - 60 * s)):
+                            att.append((seed, scheme, client, r, attack, "curious-server", metric,
+                                        k * v + rng.normal(0, 0.02), '{"steps": 200}', ""))
         # ledger: one row per message, down then up
         row = 0
         for scheme in ("mu-ft", "fedavg", "dp-fedavg", "fedrep"):
@@ -97,7 +98,7 @@ def make_run(root: Path, name: str = "quick-20250101-120000", seeds: tuple[int, 
                         row += 1
     pd.DataFrame(res, columns=["seed", "scheme", "client", "metric", "value"]).to_csv(run / "results.csv", index=False)
     pd.DataFrame(att, columns=["seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value",
-                               "settings"]).to_csv(run / "attacks.csv", index=False)
+                               "settings", "note"]).to_csv(run / "attacks.csv", index=False)
     pd.DataFrame(led, columns=["seed", "scheme", "round", "direction", "node_id", "partition_id", "message_type", "bytes",
                                "content_bytes", "n_params", "row"]).to_csv(run / "ledger.csv", index=False)
     (run / "config.toml").write_text('seed = 0\n\n[data]\nsynthetic_records = 256\n')
@@ -166,17 +167,21 @@ def test_single_seed_has_no_interval_and_formats_are_fixed():
 
 def test_best_leakage_picks_the_strongest_attack_and_names_not_applicable():
     attacks = pd.DataFrame([
-        (0, "fedavg", "client-000", 1, "label-idlg", "curious server", "label_exact_match", 0.9, ""),
-        (0, "fedavg", "client-000", 2, "label-idlg", "curious server", "label_exact_match", 0.7, ""),  # rounds averaged: 0.8
-        (0, "fedavg", "client-000", 1, "label-count", "curious server + priors", "label_exact_match", 0.6, ""),
-        (0, "mu-ft", "all", math.nan, "label-idlg", NA_DEVICE, "label_exact_match", math.nan, ""),
-    ], columns=["seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings"])
+        (0, "fedavg", "client-000", 1, "dlg", "curious-server", "r_gain", 0.9, "", ""),
+        (0, "fedavg", "client-000", 2, "dlg", "curious-server", "r_gain", 0.7, "", ""),  # rounds averaged: 0.8
+        (0, "fedavg", "client-000", 1, "ig", "curious-server", "r_gain", 0.6, "", ""),
+        (0, "fed-mu", "client-000", 1, "labels", "curious-server", "applicable", 0.0, "",
+         "not applicable: decoder.layers.1.ff.bias is not shared"),
+        (0, "mu-ft", "client-000", math.nan, "none", "none", "applicable", 0.0, "", NA_DEVICE),
+    ], columns=["seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings", "note"])
     best = best_leakage(attacks).set_index(["scheme", "quantity"])
-    fed = best.loc[("fedavg", "label_leakage")]
-    assert fed["mean"] == pytest.approx(0.8) and fed["attack"] == "label-idlg" and fed["threat_model"] == "curious server"
+    fed = best.loc[("fedavg", "waveform_prior_relative")]
+    assert fed["mean"] == pytest.approx(0.8) and fed["attack"] == "dlg" and fed["threat_model"] == "curious-server"
     mu = best.loc[("mu-ft", "label_leakage")]
     assert math.isnan(mu["mean"]) and mu["note"] == "not applicable" and mu["threat_model"] == NA_DEVICE
-    assert ("fedavg", "waveform_prior_relative") not in best.index  # no waveform attack ran: no row, shown as —
+    assert best.loc[("fed-mu", "label_leakage")]["threat_model"].endswith("is not shared")
+    assert ("fedavg", "label_leakage") not in best.index  # no label attack ran: no row, shown as —
+    assert ("fed-mu", "waveform_prior_relative") not in best.index  # labels n/a says nothing about waveforms
 
 
 def test_summary_of_a_full_run(tmp_path):
@@ -211,7 +216,7 @@ def test_report_files_are_written_and_self_contained(rendered):
     assert "abc123" in text and "deadbeef" in text  # manifest essentials in the header
     assert "custom_metric" in text  # unknown metric in the appendix
     assert "n/a (nothing leaves the device)" in text
-    assert "honest-but-curious server" in text
+    assert "curious-server" in text
     assert not list(run.glob(".*.tmp"))  # no temporary files left behind
 
 

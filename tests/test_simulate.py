@@ -32,32 +32,82 @@ rounds = 2
 """
 
 
+class _Interrupt(KeyboardInterrupt):
+    pass
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
+    """Run A: the CLI, every scheme and every attack. Run B: the same config and seed through the
+    Python API, interrupted after three cells and finished with `resume` (attacks off: they do not
+    touch results.csv). Returns (run A, run B, the cells run B ran after resuming)."""
+    import simulator.simulate as sim
+    from simulator.config import load_config
+
     root = tmp_path_factory.mktemp("sim")
     cfg = root / "tiny.toml"
     cfg.write_text(TINY)
-    runner = CliRunner()
-    dirs = []
-    for i in range(2):
-        result = runner.invoke(app, ["simulate", str(cfg), "-o", str(root / f"r{i}"), "--name", "t"],
-                               env={"MUPRIV_CACHE_DIR": str(root / "cache")})
-        assert result.exit_code == 0, result.output
-        (run_dir,) = list((root / f"r{i}").iterdir())
-        dirs.append(run_dir)
-    return dirs
+    env = {"MUPRIV_CACHE_DIR": str(root / "cache")}
+    result = CliRunner().invoke(app, ["simulate", str(cfg), "-o", str(root / "a"), "--name", "t"], env=env)
+    assert result.exit_code == 0, result.output
+    (run_a,) = list((root / "a").iterdir())
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MUPRIV_CACHE_DIR", str(root / "cache"))
+    real, calls = sim._run_cell, []
+
+    def counting(work, study, scheme, seed, *args):
+        if len(calls) == 3 and not any(c == "resumed" for c in calls):
+            raise _Interrupt
+        calls.append(scheme)
+        return real(work, study, scheme, seed, *args)
+
+    mp.setattr(sim, "_run_cell", counting)
+    with pytest.raises(_Interrupt):
+        sim.simulate(load_config(cfg), runs_root=root / "b", name="t", attack=False)
+    (partial,) = list((root / "b").glob(".t-*.partial"))
+    assert not (partial / "results.csv").exists()  # an interrupted run never looks finished
+    calls.append("resumed")
+    run_b = sim.resume(partial).run_dir
+    mp.undo()
+    return run_a, run_b, calls[calls.index("resumed") + 1:]
 
 
 def test_run_folder_has_every_file_and_column(two_runs):
     run = two_runs[0]
-    for name in ("config.toml", "manifest.json", "results.csv", "ledger.csv", "report.md", "report.html"):
+    for name in ("config.toml", "manifest.json", "results.csv", "timings.csv", "ledger.csv", "attacks.csv",
+                 "report.md", "report.html"):
         assert (run / name).is_file(), name
     assert not list(run.parent.glob(".*partial"))
     results = pd.read_csv(run / "results.csv")
     assert list(results.columns) == ["seed", "scheme", "client", "metric", "value"]
+    assert "wall_s" not in set(results["metric"]) and "wall_s" in set(pd.read_csv(run / "timings.csv")["metric"])
     manifest = json.loads((run / "manifest.json").read_text())
-    assert len(manifest["schemes"]) == 10 and manifest["config_hash"]
+    assert len(manifest["schemes"]) == 10 and manifest["config_hash"] and manifest["seeds"] == [0]
     assert set(results["scheme"]) == set(manifest["schemes"])
+    for scheme in manifest["schemes"]:
+        cell = run / "schemes" / scheme / "seed-0"
+        assert (cell / "scheme.json").is_file() and (cell / "ledger" / "ledger.csv").is_file(), scheme
+
+
+def test_every_scheme_is_attacked_or_marked_not_applicable(two_runs):
+    attacks = pd.read_csv(two_runs[0] / "attacks.csv")
+    assert {"seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings",
+            "note"} <= set(attacks.columns)
+    assert set(attacks["scheme"]) == set(pd.read_csv(two_runs[0] / "results.csv")["scheme"])
+    for scheme in ("mu-ft", "local-ft"):  # nothing was sent: no score, the reason instead
+        rows = attacks[attacks["scheme"] == scheme]
+        assert set(rows["metric"]) == {"applicable"} and (rows["value"] == 0).all()
+        assert (rows["note"] == "not applicable: nothing leaves the device").all()
+    central = attacks[(attacks["scheme"] == "central") & (attacks["metric"].isin(["r", "label_exact"]))]
+    assert (central["value"] == 1).all() and set(central["threat_model"]) == {"data-custodian"}
+    fedavg = attacks[attacks["scheme"] == "fedavg"]
+    assert {"labels", "features", "dlg", "ig", "multistep"} <= set(fedavg["attack"])
+    assert set(fedavg["threat_model"]) == {"curious-server"}
+    assert set(attacks[attacks["scheme"] == "dp-fedavg"]["threat_model"]) == {"curious-server-dp"}
+    assert set(attacks[attacks["scheme"] == "secagg-fedavg"]["threat_model"]) == {"curious-server-secagg"}
+    assert list((two_runs[0] / "plots").glob("fedavg-*.png"))  # example reconstructions for the report
+    assert "## Example reconstructions" in (two_runs[0] / "report.md").read_text()
 
 
 def test_bytes_equal_the_ledger_and_on_device_uplinks_are_empty(two_runs):
@@ -72,12 +122,52 @@ def test_bytes_equal_the_ledger_and_on_device_uplinks_are_empty(two_runs):
         assert (up["n_params"] == 0).all() and (up["content_bytes"] == 0).all()
 
 
-def test_same_config_and_seed_give_byte_identical_results(two_runs):
-    a, b = (r / "results.csv" for r in two_runs)
-    drop = lambda f: f[f["metric"] != "wall_s"]  # noqa: E731 - wall time is measured, not computed
-    assert drop(pd.read_csv(a)).equals(drop(pd.read_csv(b)))
-    text = [[line for line in p.read_text().splitlines() if ",wall_s," not in line] for p in (a, b)]
-    assert text[0] == text[1]
+def test_same_config_and_seed_give_byte_identical_results_even_after_a_resume(two_runs):
+    run_a, run_b, _ = two_runs
+    a, b = ((r / "results.csv").read_text().splitlines() for r in (run_a, run_b))
+    assert [x for x in a if x not in set(b)] == [] and a == b
+
+
+def test_resume_runs_only_the_unfinished_cells(two_runs):
+    _, run_b, after = two_runs
+    schemes = json.loads((run_b / "manifest.json").read_text())["schemes"]
+    assert after == schemes[3:]  # the three cells done before the interruption were not redone
+    assert not list(run_b.parent.glob(".*partial"))
+
+
+def test_resume_refuses_a_finished_run_and_settings(two_runs):
+    runner = CliRunner()
+    done = runner.invoke(app, ["simulate", "--resume", str(two_runs[0])])
+    assert done.exit_code == 2 and "finished run" in done.output
+    mixed = runner.invoke(app, ["simulate", "--resume", str(two_runs[0]), "--seeds", "2"])
+    assert mixed.exit_code == 2 and "drop --seeds" in mixed.output
+
+
+def test_seeds_repeat_the_study_with_derived_seeds(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    result = CliRunner().invoke(app, ["simulate", str(cfg), "-o", str(tmp_path / "r"), "--name", "s", "--seeds", "2",
+                                      "--seed", "5", "--schemes", "mu-ft,fedavg", "--no-attacks"],
+                                env={"MUPRIV_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    (run,) = list((tmp_path / "r").iterdir())
+    results = pd.read_csv(run / "results.csv")
+    assert sorted(results["seed"].unique()) == [5, 6]
+    auroc = results[results["metric"] == "personal_macro_auroc"].pivot_table(index="client", columns="seed", values="value")
+    assert not auroc[5].equals(auroc[6])  # a different cohort and pretraining per seed
+    from simulator.report import load_run, scheme_summary
+
+    summary = scheme_summary(load_run(run)).set_index(["scheme", "quantity"])
+    row = summary.loc[("fedavg", "personal_macro_auroc")]
+    assert row["n_seeds"] == 2 and row["ci_low"] <= row["mean"] <= row["ci_high"]  # a 95% interval over the seeds
+    assert not (run / "attacks.csv").exists()
+
+    # attacking the finished run afterwards fills the privacy column for every (scheme, seed) cell
+    attacked = CliRunner().invoke(app, ["attack", str(run), "--budget", "quick"])
+    assert attacked.exit_code == 0, attacked.output
+    attacks = pd.read_csv(run / "attacks.csv")
+    assert sorted(attacks["seed"].unique()) == [5, 6] and set(attacks["scheme"]) == {"mu-ft", "fedavg"}
+    assert (run / "plots" / "fedavg-best.png").is_file() and "fedavg" in (run / "report.md").read_text()
 
 
 def test_report_rerenders_and_bad_input_is_one_line(two_runs, tmp_path):

@@ -1,7 +1,7 @@
 """TDSSM, the seed paper's tiny diagonal state-space model: encoder -> one S4D block -> NCP decoder."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -15,14 +15,17 @@ PARTS: tuple[str, ...] = ("encoder", "middle", "decoder")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    d_model: int = 128
-    d_state: int = 64
-    n_leads: int = len(LEADS)
-    n_classes: int = len(CLASSES)
-    dropout: float = 0.1
-    ncp_units: int = 20
-    ncp_sparsity: float = 0.5
-    ncp_seed: int = 22222
+    """TDSSM shape: encoder Linear(leads -> d_model), one S4D block, NCP decoder (58,509 parameters at d_model 128)."""
+
+    # Help text in metadata, read by `mupriv config explain` (the [model] section of the run config).
+    d_model: int = field(default=128, metadata={"help": "channels H of the encoder output and the S4D block"})
+    d_state: int = field(default=64, metadata={"help": "S4D state size N (N/2 complex-conjugate modes; must be even)"})
+    n_leads: int = field(default=len(LEADS), metadata={"help": "input leads per time step (the 12-lead order of simulator.core.labels)"})
+    n_classes: int = field(default=len(CLASSES), metadata={"help": "output classes (logits for 1dAVb, RBBB, LBBB, SB, AF, ST)"})
+    dropout: float = field(default=0.1, metadata={"help": "channel dropout inside and after the S4D block"})
+    ncp_units: int = field(default=20, metadata={"help": "NCP decoder neurons (AutoNCP wiring: inter, command and motor = n_classes)"})
+    ncp_sparsity: float = field(default=0.5, metadata={"help": "NCP wiring sparsity (share of possible synapses left out)"})
+    ncp_seed: int = field(default=22222, metadata={"help": "seed of the NCP wiring draw (fixed: the wiring is part of the architecture)"})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,6 +1,6 @@
 """Read a run folder (`runs/<name>-<time>/`) into frames, with one-line errors for bad input.
 
-Only ``results.csv`` is required. ``attacks.csv``, ``ledger.csv``, ``manifest.json``,
+Only ``results.csv`` is required. ``timings.csv`` (wall times), ``attacks.csv``, ``ledger.csv``, ``manifest.json``,
 ``config.toml`` and ``plots/*.png`` are used when present; a report of a run that has no
 attacks yet is still a report.
 """
@@ -16,6 +16,7 @@ import pandas as pd
 from simulator.errors import MuprivError
 
 RESULTS_NAME = "results.csv"
+TIMINGS_NAME = "timings.csv"
 ATTACKS_NAME = "attacks.csv"
 LEDGER_NAME = "ledger.csv"
 MANIFEST_NAME = "manifest.json"
@@ -60,6 +61,10 @@ def load_run(run_dir: str | Path) -> RunData:
     results = _read_long_csv(results_path, RESULTS_COLUMNS, text=("scheme", "client", "metric"))
     if results.empty:
         raise MuprivError(f"{results_path} has no rows: the run recorded no results; {_REWRITE}")
+
+    if (run_dir / TIMINGS_NAME).is_file():  # measured wall times, kept apart so results.csv is reproducible
+        timings = _read_long_csv(run_dir / TIMINGS_NAME, RESULTS_COLUMNS, text=("scheme", "client", "metric"))
+        results = pd.concat([results, timings], ignore_index=True)
 
     attacks = ledger = None
     if (run_dir / ATTACKS_NAME).is_file():

@@ -71,13 +71,18 @@ class LeakageQuantity(Quantity):
     higher_leaks_more: bool = True  # which way "best attack" points
 
 
-# Waveform scores: prior_relative is the reconstruction's score relative to a population-mean
-# prior (above the prior = the attacker learned something about this patient).
+# The attacks.csv metrics behind each leakage quantity (docs/attacks.md), and the attack families
+# whose "not applicable" rows explain a missing value. Waveform leakage is scored against a
+# population-mean prior: r_gain = r - the prior's r, so an average beat counts as no leakage.
 LEAKAGE = (
-    LeakageQuantity("label_leakage", "label leakage (exact match)", "score", "label_exact_match"),
-    LeakageQuantity("waveform_prior_relative", "waveform leakage (vs prior)", "score", "prior_relative"),
-    LeakageQuantity("waveform_pearson_r", "waveform Pearson r", "score", "pearson_r"),
+    LeakageQuantity("label_leakage", "label leakage (exact match)", "score", "label_exact"),
+    LeakageQuantity("label_presence", "diagnoses in the update (presence F1)", "score", "presence_f1"),
+    LeakageQuantity("waveform_prior_relative", "waveform leakage (r − prior r)", "score", "r_gain"),
+    LeakageQuantity("waveform_pearson_r", "waveform Pearson r", "score", "r"),
+    LeakageQuantity("reidentified", "re-identified (top-1)", "score", "reid_top1"),
 )
+LEAKAGE_ATTACKS = {"label_exact": ("none", "raw", "labels"), "presence_f1": ("none", "raw", "labels"), "r_gain": ("none", "raw", "dlg", "ig", "multistep"),
+                   "r": ("none", "raw", "dlg", "ig", "multistep"), "reid_top1": ("none", "raw", "dlg", "ig", "multistep")}
 QUANTITIES: dict[str, Quantity] = {q.key: q for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY, *LEAKAGE)}
 
 PER_CLASS_PREFIXES = ("personal_auroc_", "personal_f1_")
@@ -202,19 +207,14 @@ def attack_stats(attacks: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _not_applicable_text(attacks: pd.DataFrame, scheme: str, metric: str) -> str | None:
-    """The 'not applicable: ...' threat model that explains why ``scheme`` has no ``metric`` value.
-
-    Rows of that metric come first; otherwise a scheme none of whose attacks has a value takes
-    its scheme-level 'not applicable' row, whatever its metric.
-    """
-    grp = attacks[attacks["scheme"] == scheme]
-    na = grp[grp["threat_model"].str.lower().str.startswith("not applicable") & grp["value"].isna()]
-    if na.empty:
+    """Why ``scheme`` has no ``metric`` value: the note of an attack that could have produced it and
+    reported ``applicable`` = 0 ("not applicable: nothing leaves the device", "... is not shared")."""
+    grp = attacks[(attacks["scheme"] == scheme) & (attacks["metric"] == "applicable") & (attacks["value"] == 0)]
+    grp = grp[grp["attack"].isin(LEAKAGE_ATTACKS.get(metric, ()))]
+    if grp.empty or "note" not in grp.columns:
         return None
-    same = na[na["metric"] == metric]
-    if not same.empty:
-        return sorted(same["threat_model"])[0]
-    return sorted(na["threat_model"])[0] if grp["value"].isna().all() else None
+    notes = sorted(str(n) for n in grp["note"].dropna() if str(n).startswith("not applicable"))
+    return notes[0] if notes else None
 
 
 def best_leakage(attacks: pd.DataFrame | None) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The comparison table printed in the terminal at the end of `mupriv simulate` and by `mupriv report`."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -56,27 +57,50 @@ def _leak_cell(summary: pd.DataFrame, scheme: str, quantity: str) -> str:
     return text
 
 
-def comparison_table(run: str | Path | RunData) -> Table:
-    """One row per scheme: accuracy, forgetting, bytes, device cost, ε, label and waveform leakage."""
+def _label_cell(summary: pd.DataFrame, scheme: str) -> str:
+    """Exact record labels where an attack recovers them, and which diagnoses a batch holds."""
+    exact = _leak_cell(summary, scheme, "label_leakage")
+    presence = lookup(summary, scheme, "label_presence")
+    if presence is None or presence.get("note") == "not applicable" or math.isnan(presence["mean"]):
+        return exact
+    return f"{exact}\n[dim]diagnoses present: F1 {fmt_value(presence['mean'], 'score')}[/dim]"
+
+
+# Below this width the comparison is printed as two tables (accuracy and bytes; cost and privacy)
+WIDE = 170
+
+
+def comparison_tables(run: str | Path | RunData, width: int = WIDE) -> list[Table]:
+    """One row per scheme: accuracy, forgetting, bytes, device cost, ε, label and waveform leakage;
+    split over two tables when the terminal is narrower than `WIDE`."""
     run = run if isinstance(run, RunData) else load_run(run)
     summary = scheme_summary(run)
     seeds = run.results["seed"].nunique()
-    table = Table(title=f"{run.name}: mean ± sd over clients" + (f", 95% interval over {seeds} seeds" if seeds >= 2 else ""),
-                  show_lines=True)
-    table.add_column("scheme", style="bold", no_wrap=True)
-    for header, _ in _COLUMNS:
-        table.add_column(header, justify="right")
-    table.add_column("on-device cost", justify="right")
-    table.add_column("ε", justify="right")
-    table.add_column("label leakage")
-    table.add_column("waveform leakage")
-    for s in run_schemes(run):
-        eps = lookup(summary, s, "epsilon")
-        table.add_row(escape(s), *(_cell(summary, s, q, _KINDS[q]) for _, q in _COLUMNS), _device_cell(summary, s),
-                      fmt_stat(eps, "epsilon", ci=False) if eps else MISSING,
-                      _leak_cell(summary, s, "label_leakage"), _leak_cell(summary, s, "waveform_prior_relative"))
-    return table
+    title = f"{run.name}: mean ± sd over clients" + (f", 95% interval over {seeds} seeds" if seeds >= 2 else "")
+    privacy = (("on-device cost", "right", lambda s: _device_cell(summary, s)),
+               ("ε", "right", lambda s: fmt_stat(e, "epsilon", ci=False) if (e := lookup(summary, s, "epsilon")) else MISSING),
+               ("label leakage", "left", lambda s: _label_cell(summary, s)),
+               ("waveform leakage (r − prior r)", "left", lambda s: _leak_cell(summary, s, "waveform_prior_relative")))
+    accuracy = tuple((h, "right", lambda s, q=q: _cell(summary, s, q, _KINDS[q])) for h, q in _COLUMNS)
+    groups = [accuracy + privacy] if width >= WIDE else [accuracy, privacy]
+    tables = []
+    for i, columns in enumerate(groups):
+        part = "" if len(groups) == 1 else (" (accuracy, bytes)" if i == 0 else " (device cost, privacy)")
+        table = Table(title=title + part, show_lines=True)
+        table.add_column("scheme", style="bold", no_wrap=True)
+        for header, justify, _ in columns:
+            table.add_column(header, justify=justify)
+        for s in run_schemes(run):
+            table.add_row(escape(s), *(cell(s) for _, _, cell in columns))
+        tables.append(table)
+    return tables
+
+
+def comparison_table(run: str | Path | RunData) -> Table:
+    """The whole comparison as one table."""
+    return comparison_tables(run, width=WIDE)[0]
 
 
 def print_comparison(console: Console, run: str | Path | RunData) -> None:
-    console.print(comparison_table(run))
+    for table in comparison_tables(run, console.width):
+        console.print(table)

@@ -1,0 +1,171 @@
+"""`mupriv config explain | show | check`, the help text behind them, docs/config.md, and every shipped config."""
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import get_type_hints
+
+import pytest
+from typer.testing import CliRunner
+
+from simulator.cli import app
+from simulator.cli_config import explain_markdown
+from simulator.config import RunConfig, TrainConfig, load_config, parse_config
+from simulator.config_docs import all_sections, config_sections, lookup
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["config", *args])
+
+
+def _keys(cls: type = RunConfig, prefix: str = ""):
+    """(dotted TOML name, field) for every key of the run config, walking dataclass-typed fields as sections."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.metadata.get("toml_key", f.name), f
+
+
+def test_every_config_field_has_help():
+    missing = [path for path, f in _keys() if not f.metadata.get("help", "").strip()]
+    assert not missing, (f"config fields without help: {missing}; declare them as "
+                         'field(default=..., metadata={"help": "one line"}) (see simulator/config.py)')
+
+
+def test_every_section_has_a_description():
+    undocumented = [s.name for s in config_sections() if s.name and not s.help]
+    assert not undocumented, f"config sections without a docstring: {undocumented}"
+
+
+def test_every_scheme_parameter_has_help():
+    missing = [k.path for s in all_sections() if s.name.startswith("schemes.") for k in s.keys if not k.help.strip()]
+    assert not missing, f"scheme parameters without help (baselines.registry.param): {missing}"
+
+
+def test_explain_lists_every_section_and_key():
+    r = _run("explain")
+    assert r.exit_code == 0, r.output
+    hints = get_type_hints(RunConfig)
+    for name in (f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])):
+        assert f"\n[{name}]  " in r.output
+    lines = r.output.splitlines()
+    for path, f in _keys():
+        line = next((ln for ln in lines if ln.split() and ln.split()[0] == path), None)
+        assert line is not None, f"{path} missing from `mupriv config explain`"
+        assert f.metadata["help"] in line
+    for scheme in ("mu-ft", "fedprox", "dp-fedavg", "secagg-fedavg"):
+        assert f"[schemes.{scheme}]" in r.output
+    assert "schemes.dp-fedavg.noise_multiplier" in r.output
+
+
+def test_explain_one_key():
+    r = _run("explain", "train.lr")
+    assert r.exit_code == 0, r.output
+    help_ = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr").metadata["help"]
+    assert r.output.splitlines() == [f"train.lr  float  0.003  {help_}"]
+
+
+def test_explain_one_section_and_one_scheme():
+    r = _run("explain", "cohort")
+    assert r.exit_code == 0
+    assert r.output.startswith("[cohort]  ") and "cohort.split" in r.output and "train.lr" not in r.output
+    r = _run("explain", "schemes.fedprox")
+    assert r.exit_code == 0
+    assert "schemes.fedprox.mu" in r.output and "proximal term weight" in r.output and "dp-fedavg" not in r.output
+    assert "(default: federation.rounds)" in r.output
+
+
+@pytest.mark.parametrize("query, suggestion", [("train.lrr", "train.lr"), ("trian", "train"), ("schemes.fedprx", "schemes.fedprox"),
+                                               ("schemes.dp-fedavg.noise", "schemes.dp-fedavg.noise_multiplier")])
+def test_explain_unknown_suggests_closest(query, suggestion):
+    r = _run("explain", query)
+    assert r.exit_code == 2
+    assert r.output.count("\n") == 1 and r.output.startswith("error: ")
+    assert f"did you mean {suggestion!r}" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_show_round_trips(tmp_path):
+    for config in (ROOT / "configs" / "quickstart.toml", ROOT / "configs" / "real-sample.toml"):
+        want = load_config(config)
+        for flag in ("--comments", "--no-comments"):
+            r = _run("show", str(config), flag)
+            assert r.exit_code == 0, r.output
+            assert parse_config(tomllib.loads(r.output)).hash() == want.hash()
+    r = _run("show")
+    assert r.exit_code == 0
+    assert parse_config(tomllib.loads(r.output)).hash() == RunConfig().hash()
+    assert re.search(r"^lr = 0\.003 +# \S", r.output, re.M)  # each key followed by its help
+    r = _run("show", str(ROOT / "configs" / "quickstart.toml"), "--data", "x.npz", "--no-comments")
+    assert tomllib.loads(r.output)["data"]["path"] == "x.npz"
+
+
+def test_show_comments_out_default_scheme_tables():
+    """Scheme parameters at their defaults stay comments: an empty [schemes.x] table would change the hash."""
+    r = _run("show", str(ROOT / "configs" / "quickstart.toml"))
+    assert "\n[schemes.fedprox]\n" in r.output and "\n# [schemes.mu-ft]  (every parameter at its default)\n" in r.output
+    assert "# rounds = 2" in r.output  # resolved from [federation]
+    assert set(tomllib.loads(r.output)["schemes"]) == {"run", "fedprox", "dp-fedavg"}
+
+
+def test_check_ok_and_error(tmp_path):
+    good = ROOT / "configs" / "quickstart.toml"
+    r = _run("check", str(good))
+    assert r.exit_code == 0
+    assert r.output == f"ok: {good} (hash {load_config(good).hash()})\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nful_epochs = 3\n")
+    r = _run("check", str(bad))
+    assert r.exit_code == 2
+    assert r.output == f"error: {bad}: unknown config key 'train.ful_epochs'; did you mean 'train.full_epochs'?\n"
+    r = _run("check", str(good), str(tmp_path / "missing.toml"))
+    assert r.exit_code == 2 and r.output.startswith("ok: ") and "config file not found" in r.output
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_shipped_config_validates(path):
+    cfg = load_config(path)
+    for name in cfg.schemes.run:
+        cfg.scheme_params(name)
+
+
+def test_shipped_configs_cover_the_design():
+    names = {str(p.relative_to(ROOT / "configs")) for p in CONFIGS}
+    assert {"quickstart.toml", "real-sample.toml", "paper.toml"} <= names
+    assert len([n for n in names if n.startswith("dp-sweep/")]) >= 3
+
+
+def test_dp_sweep_points_differ_only_in_noise():
+    """The sweep is one file per point; they must not drift apart in anything but the swept value."""
+    points = sorted((ROOT / "configs" / "dp-sweep").glob("*.toml"))
+    noise, rest = [], set()
+    for path in points:
+        cfg = load_config(path)
+        params = cfg.schemes.params_for("dp-fedavg")
+        noise.append(params.pop("noise_multiplier"))
+        options = tuple((n, tuple(sorted(params.items())) if n == "dp-fedavg" else items) for n, items in cfg.schemes.options)
+        rest.add(dataclasses.replace(cfg, schemes=dataclasses.replace(cfg.schemes, options=options)).hash())
+    assert len(rest) == 1 and len(set(noise)) == len(points)
+    assert set(load_config(points[0]).schemes.run) == {"mu-ft", "fedavg", "dp-fedavg"}
+
+
+def test_paper_config_matches_the_paper():
+    cfg = load_config(ROOT / "configs" / "paper.toml")
+    assert (cfg.model.d_model, cfg.model.d_state, cfg.data.length, cfg.data.fs) == (128, 64, 4096, 400.0)
+    assert (cfg.train.full_epochs, cfg.train.mu_epochs, cfg.train.position, cfg.train.alpha) == (150, 150, "end", 0.8)
+    assert cfg.train.self_distill and cfg.finetune.epochs == 50
+
+
+def test_docs_config_md_is_current():
+    """docs/config.md embeds `mupriv config explain --markdown` between markers; regenerate it when a key changes."""
+    text = (ROOT / "docs" / "config.md").read_text()
+    m = re.search(r"<!-- BEGIN mupriv config explain --markdown -->\n(.*)<!-- END mupriv config explain --markdown -->", text, re.S)
+    assert m, "docs/config.md lost its generated block markers"
+    assert m.group(1) == explain_markdown(lookup("")), (
+        "docs/config.md is out of date: replace the block between the markers with `mupriv config explain --markdown`")
