@@ -36,8 +36,8 @@ def main() -> None:
         env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", COLUMNS="200")
         if args.cold:
             env["MUPRIV_CACHE_DIR"] = str(Path(tmp) / "cache")
-        cmd = [sys.executable, "-m", "simulator.cli", "simulate", args.config, "-o", str(Path(tmp) / "runs"),
-               "--name", "bench"]
+        mupriv = Path(sys.executable).with_name("mupriv")  # the console script `make demo` runs
+        cmd = [str(mupriv), "simulate", args.config, "-o", str(Path(tmp) / "runs"), "--name", "bench"]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stages: list[tuple[str, float]] = []
@@ -49,8 +49,8 @@ def main() -> None:
         code = proc.wait()
         total = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
-    if code != 0:
-        sys.exit(f"the simulation failed (exit {code})")
+    if code != 0 or not stages:
+        sys.exit(f"the simulation failed (exit {code}, {len(stages)} steps logged)")
     print(f"config {args.config}, {'cold' if args.cold else 'warm'} pretraining cache, {os.cpu_count()} CPUs")
     ends = [t for _, t in stages[1:]] + [total]
     for (what, t0), t1 in zip(stages, ends):
