@@ -1,37 +1,22 @@
 """The `mupriv` command line. Every user-caused error is one line on stderr and exit code 2."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from simulator import __version__
-from simulator.errors import MuprivError
+from simulator.errors import user_errors
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(stderr=True)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn a MuprivError into one line on stderr and exit code 2; never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MuprivError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-
-    return wrapper
 
 
 def _version(value: bool) -> None:

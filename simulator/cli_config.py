@@ -5,28 +5,15 @@ because importing simulator.cli's wrapper from here would be a circular import.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
-from simulator.errors import MuprivError
+from simulator.errors import MuprivError, user_errors
 
 config_app = typer.Typer(name="config", add_completion=False, no_args_is_help=True,
                          help="Explain, show and check run configs (every key, its default and meaning).")
-
-
-def _one_line_errors(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MuprivError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-
-    return wrapper
 
 
 def _default_text(key) -> str:  # noqa: ANN001 - a config_docs.Key
@@ -72,7 +59,7 @@ def explain_markdown(sections) -> str:  # noqa: ANN001 - list[config_docs.Sectio
 
 
 @config_app.command("explain")
-@_one_line_errors
+@user_errors
 def explain_cmd(
     name: Optional[str] = typer.Argument(None, help="A section (train), a key (train.lr), or a scheme table (schemes.fedprox). Default: all."),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown tables (the source of docs/config.md)."),
@@ -85,7 +72,7 @@ def explain_cmd(
 
 
 @config_app.command("show")
-@_one_line_errors
+@user_errors
 def show_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML config. Default: the built-in defaults."),
     data: Optional[str] = typer.Option(None, "--data", help="Override data.path, as `mupriv simulate --data` does."),
