@@ -11,9 +11,10 @@ usable as a public prior) and truth/population_mean.npz.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -25,6 +26,23 @@ from attacks.score import Case, Scorer, load_truth
 from attacks.suite import AttackContext, AttackResult, run_attacks
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
+
+# The attacks run on one CPU thread. Their work is long chains of small ops (one update's few records):
+# a second thread gains little, and when another process holds a core, OpenMP's waiting threads make it
+# several times slower (measured on the quickstart's fedprox ledger with one other busy process:
+# 28 s on 1 thread, 125 s on 2). A fixed count also keeps attack numbers the same on every machine.
+ATTACK_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` intra-op torch threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -57,7 +75,7 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
     prior = population_prior(Path(run_dir), info.data, info.model.n_leads, b.prior_samples)
     targets = inversion_targets(observations, b.max_targets)
     results: list[AttackResult] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         for i, obs in enumerate(observations):
             if progress:
                 progress(i, len(observations), obs.key)

@@ -201,3 +201,15 @@ def test_secagg_sum_is_one_observation_per_round(tmp_path, threads):
     summed = attack_run(agg_dir, TINY.with_overrides(attacks=("labels", "features")))
     assert set(summed["threat_model"]) == {"curious-server-secagg"}
     assert _value(summed, "features", "feat_ccos_best").iloc[0] < _value(per_client, "features", "feat_ccos_best").min() - 0.01
+
+
+def test_attack_numbers_do_not_depend_on_the_callers_thread_count(fedavg_dir):
+    """The attack stage pins its own thread count, so a 2-core laptop and a 64-core server agree."""
+    frames = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        frames.append(attack_run(fedavg_dir, TINY, seed=0))
+        assert torch.get_num_threads() == n  # the caller's count is restored
+    torch.set_num_threads(1)
+    measured = [f[f["metric"] != "seconds"] for f in frames]  # wall times differ run to run
+    pd.testing.assert_frame_equal(measured[0], measured[1])
