@@ -99,6 +99,23 @@ def naive_step(model: TDSSM, x, y):
     return step
 
 
+# ------------------------------------------------------------------ the floor: the step's unavoidable kernels alone
+
+
+def floor_seconds(B: int, L: int, H: int = 128) -> dict[str, float]:
+    """Seconds of the full step's two heavy kernels timed alone at the step's shapes, nothing fused or skipped:
+    the 1x1 convolution's three matmuls (forward, input gradient, weight gradient) and the causal FFT
+    convolution's four length-2L FFTs and two spectrum products (forward: rfft(u), irfft; backward: rfft(dy),
+    irfft for du; the kernel gradient's irfft is per channel, not per sample, so it is left out)."""
+    rows, w, g = torch.randn(B * L, H), torch.randn(2 * H, H), torch.randn(B * L, 2 * H)
+    u = torch.randn(B, H, L)
+    spec, kf = torch.fft.rfft(u, n=2 * L), torch.fft.rfft(torch.randn(H, L), n=2 * L)
+    matmuls = lambda: (rows @ w.T, g @ w, g.T @ rows)  # noqa: E731
+    ffts = lambda: (torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * kf, n=2 * L),  # noqa: E731
+                    torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * kf, n=2 * L))
+    return {"matmuls": time_steps(matmuls, 3), "ffts": time_steps(ffts, 3)}
+
+
 # ------------------------------------------------------------------ one phase in a fresh process (peak RSS)
 
 
@@ -164,6 +181,14 @@ def main() -> None:
     print(f"\nmu-ft / full: time {ft['sec'] / full['sec']:.2f}x, executed FLOPs {ft['cost'].step_flops / full['cost'].step_flops:.2f}x,"
           f" counted memory {ft['cost'].memory_bytes / full['cost'].memory_bytes:.2f}x, measured peak {ft['peak'] / full['peak']:.2f}x"
           f" (target <= 0.75x)")
+
+    floor = floor_seconds(B, L)
+    conv = 3 * full["cost"].forward_flops
+    bound = floor["matmuls"] + floor["ffts"]
+    print(f"\nfloor: the 1x1 conv's 3 matmuls alone {floor['matmuls']:.3f} s, the 4 FFTs + 2 spectrum products alone"
+          f" {floor['ffts']:.3f} s: with every other op free, an FFT-convolution step could reach at most"
+          f" {conv / bound / max(mm, matmul_flops_per_s(reps=3)):.1%} of matmul (the full step now takes {full['sec']:.3f} s,"
+          f" {full['sec'] / bound:.2f}x that floor)")
 
     if not args.skip_naive:
         small = torch.randn(4, 256, 12)
