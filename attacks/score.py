@@ -5,6 +5,7 @@ every attack has finished. The cohort for re-identification is every client's re
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -76,6 +77,14 @@ def _features(obs: Observation, x: np.ndarray, seed: int) -> np.ndarray:
         return torch.cat([model.features(torch.as_tensor(x[i : i + 64])) for i in range(0, len(x), 64)]).double().numpy()
 
 
+def _params_digest(params: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(params[name]).tobytes())
+    return h.hexdigest()
+
+
 class Scorer:
     def __init__(self, observations: list[Observation], truth: Truth, prior: PopulationPrior, seed: int = 0):
         self.observations = observations
@@ -83,7 +92,7 @@ class Scorer:
         self.prior = prior
         self.seed = seed
         self.cases: list[Case] = []
-        self._feature_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._feature_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # -------------------------------------------------------------------------------------- rows
     def rows(self, results: list[AttackResult]) -> pd.DataFrame:
@@ -154,12 +163,14 @@ class Scorer:
 
     # -------------------------------------------------------------------------------------- features
     def _true_features(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
-        """(features of every cohort record, mean features of the public prior) at this round's weights."""
-        key = id(obs)
+        """(features of every cohort record, mean features of the public prior) at this round's weights.
+        Keyed by the weights themselves: every client of a round starts from the same model, so a round's
+        features are computed once, not once per client."""
+        key = f"{obs.model}:{_params_digest(obs.base_params())}"
         if key not in self._feature_cache:
             cohort = _features(obs, self.truth.x, self.seed)
             centre = _features(obs, self.prior.samples, self.seed).mean(0)
-            self._feature_cache = {key: (cohort, centre)}  # one round at a time: bounded memory
+            self._feature_cache[key] = (cohort, centre)  # (records x d_model) per round: small
         return self._feature_cache[key]
 
     def _features_scores(self, res: AttackResult, obs: Observation, idx: np.ndarray) -> dict[str, float]:
