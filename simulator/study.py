@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 
 from simulator.config import RunConfig
 from simulator.core.checkpoint import load_model, save_checkpoint
@@ -60,9 +61,13 @@ def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
 
 
 def pretrain_key(cfg: RunConfig, data_path: str | None) -> str:
-    """What the pretrained model depends on: model, data, cohort (it decides the source set), train, seed."""
+    """What the pretrained model depends on: model, data, cohort (it decides the source set), train, seed, and
+    the torch thread count, which changes the order of float sums and so the weights' last bits (a model
+    pretrained on 1 thread, read back by a 2-thread run, changed one of the quickstart's metrics in its 4th
+    decimal)."""
     blob = json.dumps({"model": cfg.model.to_dict(), "data": cfg.to_dict()["data"], "cohort": cfg.to_dict()["cohort"],
-                       "train": cfg.to_dict()["train"], "seed": cfg.seed, "path": data_path}, sort_keys=True, default=list)
+                       "train": cfg.to_dict()["train"], "seed": cfg.seed, "path": data_path,
+                       "threads": torch.get_num_threads()}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -175,3 +175,23 @@ def test_report_rerenders_and_bad_input_is_one_line(two_runs, tmp_path):
     assert runner.invoke(app, ["report", str(two_runs[0])]).exit_code == 0
     bad = runner.invoke(app, ["simulate", str(tmp_path / "nope.toml")])
     assert bad.exit_code == 2 and "config file not found" in bad.output
+
+
+def test_pretraining_cache_is_keyed_by_the_thread_count():
+    """The thread count changes float summation order, so a model pretrained on 1 thread must not be
+    reused by a 2-thread run as if it were the same (it changed a metric in the 4th decimal)."""
+    import torch
+
+    from simulator.config import load_config
+    from simulator.study import pretrain_key
+
+    cfg = load_config("configs/quickstart.toml")
+    before = torch.get_num_threads()
+    try:
+        keys = []
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            keys.append(pretrain_key(cfg, None))
+    finally:
+        torch.set_num_threads(before)
+    assert keys[0] == keys[2] != keys[1]
