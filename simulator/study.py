@@ -2,6 +2,7 @@
 server-pretrained model (full training then µ-Training), cached by a hash of what shaped it."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -60,14 +61,31 @@ def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
                         alpha=c.dirichlet_alpha, seed=cfg.seed)
 
 
+# What builds the cohort and trains the model, under simulator/.
+PRETRAINING_CODE = ("core", "data", "datasets.py", "config.py", "study.py")
+
+
+@functools.cache
+def pretraining_code_digest() -> str:
+    """A hash of the source that shapes a pretrained model, so a new version of the code never reuses a
+    model an older one trained (any edit, even a comment, retrains: pretraining is the cheap side)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for part in PRETRAINING_CODE:
+        for path in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def pretrain_key(cfg: RunConfig, data_path: str | None) -> str:
-    """What the pretrained model depends on: model, data, cohort (it decides the source set), train, seed, and
-    the torch thread count, which changes the order of float sums and so the weights' last bits (a model
-    pretrained on 1 thread, read back by a 2-thread run, changed one of the quickstart's metrics in its 4th
-    decimal)."""
+    """What the pretrained model depends on: model, data, cohort (it decides the source set), train, seed, the
+    code that trains it, and the torch thread count. The thread count changes the order of float sums and so
+    the weights' last bits: a model pretrained on 1 thread, read back by a 2-thread run, changed one of the
+    quickstart's metrics in its 4th decimal."""
     blob = json.dumps({"model": cfg.model.to_dict(), "data": cfg.to_dict()["data"], "cohort": cfg.to_dict()["cohort"],
                        "train": cfg.to_dict()["train"], "seed": cfg.seed, "path": data_path,
-                       "threads": torch.get_num_threads()}, sort_keys=True, default=list)
+                       "threads": torch.get_num_threads(), "code": pretraining_code_digest()}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -195,3 +195,15 @@ def test_pretraining_cache_is_keyed_by_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert keys[0] == keys[2] != keys[1]
+
+
+def test_pretraining_cache_is_keyed_by_the_code(monkeypatch):
+    """A new version of the training code must not reuse a model an older version pretrained."""
+    import simulator.study as study
+    from simulator.config import load_config
+
+    cfg = load_config("configs/quickstart.toml")
+    before = study.pretrain_key(cfg, None)
+    assert len(study.pretraining_code_digest()) == 16
+    monkeypatch.setattr(study, "pretraining_code_digest", lambda: "another-version")
+    assert study.pretrain_key(cfg, None) != before
