@@ -79,7 +79,8 @@ class CohortConfig:
     clients: int = field(default=4, metadata={"help": 'number of clients (patients; hospitals with split = "source", where it is a cap)'})
     records_per_client: int = field(default=60, metadata={"help": "synthetic: records each simulated patient holds"})
     test_fraction: float = field(default=0.3, metadata={"help": "share of each client's records held out as its personal test set"})
-    shift: float = field(default=0.5, metadata={"help": "synthetic: 0 = clients like the source population ... 1 = strongly shifted device, age and class mix"})
+    test_records: int = field(default=0, metadata={"help": "synthetic: > 0 = each patient's personal test set is this many extra records (measurement only; all records_per_client then train, test_fraction is not used)"})
+    shift: float = field(default=0.5, metadata={"help": "synthetic: 0 = clients like the source population ... 1 = strongly shifted device (noise, rate, each patient's electrode placement), age and class mix"})
     split: str = field(default="patient", metadata={"help": 'real data: clients by "patient", by "source" (one hospital database each) or "dirichlet" (label skew)'})
     source_fraction: float = field(default=0.5, metadata={"help": 'real data: share of the records (whole patients) the server keeps (not used by split = "source")'})
     dirichlet_alpha: float = field(default=0.5, metadata={"help": 'real data with split = "dirichlet": smaller = more skewed clients'})
@@ -168,6 +169,8 @@ class RunConfig:
             raise MuprivError("federation.rounds and federation.local_epochs must be >= 1")
         if self.cohort.clients < 1:
             raise MuprivError(f"cohort.clients must be >= 1, got {self.cohort.clients}")
+        if self.cohort.test_records < 0:
+            raise MuprivError(f"cohort.test_records must be >= 0, got {self.cohort.test_records}")
         if not 0.0 < self.cohort.test_fraction < 1.0:
             raise MuprivError(f"cohort.test_fraction must be between 0 and 1 (exclusive), got {self.cohort.test_fraction}")
         if self.cohort.split not in ("patient", "source", "dirichlet"):

@@ -8,8 +8,8 @@ Splits of an existing record set (`split_cohort`):
   by="dirichlet"  label skew: after the server's share, each patient goes to a client drawn from Dirichlet(alpha)
                   proportions of its main label (small alpha = each client sees few classes).
 `synthetic_cohort` simulates the default study: a source population recorded by clinical devices, and clients
-that are single patients wearing a different device (noise, sampling rate), older on average and with their own
-class mix, scaled by `shift` in [0, 1]."""
+that are single patients wearing a different device (noise, sampling rate, and electrodes placed and in contact
+their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -191,6 +191,8 @@ class SyntheticCohortSpec:
     n_clients: int = 8
     records_per_client: int = 60
     test_fraction: float = 0.3
+    test_records: int = 0                  # > 0: each patient's personal test set is this many more records (evaluation
+                                           # only; all records_per_client then train), instead of test_fraction of them
     shift: float = 0.5                     # 0 = clients like the source population ... 1 = strongly shifted
     source: Population = field(default_factory=Population)
     client_fs: float | None = None         # wearable rate; None = 500 Hz when shift > 0, else the source's rate
@@ -201,16 +203,24 @@ class SyntheticCohortSpec:
             raise MuprivError(f"cohort shift must be in [0, 1], got {self.shift}")
         if self.n_clients < 0 or self.records_per_client < 2 or self.n_source < 1:
             raise MuprivError("cohort: need n_source >= 1, n_clients >= 0 and records_per_client >= 2")
+        if self.test_records < 0:
+            raise MuprivError(f"cohort: test_records must be >= 0, got {self.test_records}")
+
+
+PLACEMENT_DEG = 30.0      # at shift 1: SD of the per-patient rotation of the electrode frame about each axis
+CONTACT_GAIN_SD = 0.4     # at shift 1: log-normal SD of each electrode's per-patient contact gain
 
 
 def client_population(spec: SyntheticCohortSpec) -> Population:
-    """The wearable population: noisier device at another rate and mains frequency, older patients."""
+    """The wearable population: noisier device at another rate and mains frequency, each patient's own electrode
+    placement (frame rotated by up to ~PLACEMENT_DEG degrees SD) and contact gains, older patients."""
     s, src = spec.shift, spec.source
     d = src.device
     fs = spec.client_fs if spec.client_fs is not None else (500.0 if s > 0 else d.fs)
     dev = replace(d, name="wearable", fs=fs, wander_mv=d.wander_mv * (1 + 3 * s), muscle_mv=d.muscle_mv * (1 + 4 * s),
                   powerline_mv=d.powerline_mv * (1 + 3 * s), powerline_hz=60.0 if s > 0 else d.powerline_hz,
-                  gain_sd=d.gain_sd * (1 + s))
+                  gain_sd=d.gain_sd * (1 + s), placement_deg=d.placement_deg + PLACEMENT_DEG * s,
+                  contact_gain_sd=d.contact_gain_sd + CONTACT_GAIN_SD * s)
     return replace(src, name="wearable", age_mean=src.age_mean + 12 * s, device=dev)
 
 
@@ -229,9 +239,10 @@ def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), see
             w = 0.85 * rng.dirichlet(conc) + 0.15 * base  # skewed, but every class stays possible
         else:
             w = base
-        labels = sample_labels(np.broadcast_to(w, (spec.records_per_client, len(WEIGHT_NAMES))), pop.combo_prob, rng)
-        recs = synthesize_records(traits, np.zeros(spec.records_per_client, np.int64), labels, pop.device, rng,
-                                  source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(spec.records_per_client)],
+        n = spec.records_per_client + spec.test_records
+        labels = sample_labels(np.broadcast_to(w, (n, len(WEIGHT_NAMES))), pop.combo_prob, rng)
+        recs = synthesize_records(traits, np.zeros(n, np.int64), labels, pop.device, rng,
+                                  source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(n)],
                                   patient_ids=[f"C{k:03d}"])
         clients.append((f"client-{k:03d}", recs))
     return source, clients
@@ -243,6 +254,11 @@ def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: in
     source, raw = synthesize_cohort_raw(spec, seed)
     clients = []
     for k, (cid, recs) in enumerate(raw):
-        tr, te = train_test_split(preprocess_records(recs, spec.preprocess), spec.test_fraction, client_rng(seed, k, purpose=2))
+        recs = preprocess_records(recs, spec.preprocess)
+        if spec.test_records > 0:   # labels are drawn i.i.d., so the last records are a random held-out set
+            n = spec.records_per_client
+            tr, te = recs.subset(np.arange(n)), recs.subset(np.arange(n, len(recs)))
+        else:
+            tr, te = train_test_split(recs, spec.test_fraction, client_rng(seed, k, purpose=2))
         clients.append(Client(cid, tr, te))
     return Cohort(source=preprocess_records(source, spec.preprocess), clients=clients)

@@ -63,11 +63,18 @@ class DeviceProfile:
     muscle_mv: float = 0.008        # white muscle-noise SD
     powerline_mv: float = 0.004
     powerline_hz: float = 50.0
-    gain_sd: float = 0.05           # per-lead electrode gain jitter (log-normal SD)
+    gain_sd: float = 0.05           # per-lead electrode gain jitter from record to record (log-normal SD)
+    # How each patient wears the device, fixed for that patient: where the electrodes sit relative to the heart
+    # (a rotation of the lead frame, SD in degrees about each body axis) and each electrode's contact gain
+    # (log-normal SD per lead). Filters and resampling cannot remove this; a linear map of the leads can undo it.
+    placement_deg: float = 0.0
+    contact_gain_sd: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fs < 100 or self.seconds < 2:
             raise MuprivError(f"synthetic device {self.name}: fs must be >= 100 Hz and seconds >= 2 (got {self.fs}, {self.seconds})")
+        if self.placement_deg < 0 or self.contact_gain_sd < 0:
+            raise MuprivError(f"synthetic device {self.name}: placement_deg and contact_gain_sd must be >= 0")
 
     @property
     def n_samples(self) -> int:
@@ -121,7 +128,32 @@ def sample_traits(n_patients: int, pop: Population, rng: np.random.Generator) ->
         "pr_base": np.clip(rng.normal(0.155, 0.012, P) + 0.002 * old, 0.125, 0.185),
         "qrs_base": np.clip(rng.normal(0.088, 0.006, P), 0.076, 0.102),
         "qtc": np.clip(rng.normal(0.405, 0.012, P) + np.where(male, 0.0, 0.01), 0.37, 0.45),
+        **_placement_traits(P, pop.device, rng),
     })
+
+
+PLACEMENT_COLUMNS = ("place_x_deg", "place_y_deg", "place_z_deg") + tuple(f"contact_{lead}" for lead in LEADS)
+
+
+def _placement_traits(P: int, device: DeviceProfile, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-patient electrode placement (rotation angles) and contact gains. Drawn only when the device has them,
+    so a device without placement shift leaves the random stream, and every record, as before."""
+    if device.placement_deg == 0 and device.contact_gain_sd == 0:
+        return {c: np.zeros(P) if c.startswith("place") else np.ones(P) for c in PLACEMENT_COLUMNS}
+    ang = rng.normal(0.0, device.placement_deg, (P, 3))
+    gain = np.exp(rng.normal(0.0, device.contact_gain_sd, (P, len(LEADS))))
+    return {c: (ang[:, i] if i < 3 else gain[:, i - 3]) for i, c in enumerate(PLACEMENT_COLUMNS)}
+
+
+def _rotation(deg_xyz: np.ndarray) -> np.ndarray:
+    """(n, 3) angles in degrees about x, y, z -> (n, 3, 3) rotation matrices Rz @ Ry @ Rx."""
+    a = np.radians(deg_xyz)
+    c, s = np.cos(a), np.sin(a)
+    one, zero = np.ones(len(a)), np.zeros(len(a))
+    rx = np.stack([one, zero, zero, zero, c[:, 0], -s[:, 0], zero, s[:, 0], c[:, 0]], 1).reshape(-1, 3, 3)
+    ry = np.stack([c[:, 1], zero, s[:, 1], zero, one, zero, -s[:, 1], zero, c[:, 1]], 1).reshape(-1, 3, 3)
+    rz = np.stack([c[:, 2], -s[:, 2], zero, s[:, 2], c[:, 2], zero, zero, zero, one], 1).reshape(-1, 3, 3)
+    return rz @ ry @ rx
 
 
 def _compatible(a: str, b: str) -> bool:
@@ -180,6 +212,8 @@ def record_params(traits: pd.DataFrame, labels: np.ndarray, rng: np.random.Gener
         "axis": traits["axis_deg"].to_numpy() + 3 * g(), "tilt": traits["tilt_deg"].to_numpy() + 2 * g(),
         "qrs_amp": traits["qrs_amp"].to_numpy() * np.exp(0.05 * g()), "t_amp": traits["t_amp"].to_numpy() * np.exp(0.08 * g()),
         "p_amp": traits["p_amp"].to_numpy() * np.exp(0.08 * g()),
+        "placement": np.stack([traits[c].to_numpy(dtype=float) for c in PLACEMENT_COLUMNS[:3]], axis=1),
+        "contact": np.stack([traits[c].to_numpy(dtype=float) for c in PLACEMENT_COLUMNS[3:]], axis=1),
         **{k: v for k, v in L.items()},
     }
 
@@ -272,7 +306,10 @@ def render(p: dict[str, np.ndarray], device: DeviceProfile, rng: np.random.Gener
         dip[af] += fw[:, :, None] * _direction(100.0, 50.0)
     nl = len(LEADS)
     gains = np.exp(rng.normal(0, device.gain_sd, (n, 1, nl)))
-    x = np.matmul(dip.astype(np.float32), (lead_matrix()[None] * gains).astype(np.float32))   # (n, T, 12)
+    leads = lead_matrix()[None]                                        # (1, 3, 12)
+    if np.any(p["placement"] != 0) or np.any(p["contact"] != 1):       # the patient's own electrode frame
+        leads = _rotation(p["placement"]) @ leads * p["contact"][:, None, :]
+    x = np.matmul(dip.astype(np.float32), (leads * gains).astype(np.float32))   # (n, T, 12)
     # device noise. Baseline wander: 3 slow sinusoids (0.05-0.5 Hz) mixed into the leads at random.
     if device.wander_mv > 0:
         f = rng.uniform(0.05, 0.5, (n, 1, 3))
