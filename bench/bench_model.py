@@ -4,7 +4,8 @@ d_model 128, 4,096 samples, batch 32. Prints, per phase: seconds per step, FLOPs
 as a fraction of torch.matmul FLOP/s measured in this run, and memory (counted, and the measured peak RSS
 of a fresh process running that phase). Also times a straightforward implementation of the same math
 (kernel by exp over the whole (H, N/2, L) tensor, autograd FFTs, Conv1d + GLU, decoder stepped sample by
-sample) after checking it gives the same outputs.
+sample) after checking it gives the same outputs, and bounds what any convolution algorithm could reach: the two
+heavy kernels alone (matmuls, FFTs), and the step with the convolution removed.
 
 FLOP convention, printed with the results: 2*m*n*k per matmul / 1x1 conv, 2.5*n*log2(n) per real FFT of
 length n, elementwise work not counted; "convention" step FLOPs = 3 x forward (the issue's yardstick),
@@ -189,6 +190,15 @@ def main() -> None:
           f" {floor['ffts']:.3f} s: with every other op free, an FFT-convolution step could reach at most"
           f" {conv / bound / max(mm, matmul_flops_per_s(reps=3)):.1%} of matmul (the full step now takes {full['sec']:.3f} s,"
           f" {full['sec'] / bound:.2f}x that floor)")
+
+    # Everything but the convolution: the same full step with the S4D convolution replaced by its skip term
+    # D u. No convolution algorithm, FFT or not, can make the step faster than this.
+    conv_module = model.middle.s4d.conv
+    conv_module.forward = lambda u: u * conv_module.D[:, None]
+    no_conv = time_steps(make_step(model, PHASES["full"], x, y), args.steps)
+    del conv_module.forward
+    print(f"without any convolution (y = D u, all else the same) the full step takes {no_conv:.3f} s:"
+          f" a free convolution would give at most {conv / no_conv / max(mm, matmul_flops_per_s(reps=3)):.1%} of matmul")
 
     if not args.skip_naive:
         small = torch.randn(4, 256, 12)

@@ -63,7 +63,9 @@ def test_train_then_finetune(tmp_path):
     before, _ = load_model(ckpt)
     after, _ = load_model(ft)
     assert all(torch.equal(a, b) for a, b in zip(before.middle.parameters(), after.middle.parameters()))
-    assert not all(torch.equal(a, b) for a, b in zip(before.encoder.parameters(), after.encoder.parameters()))
+    # The encoder moved unless no epoch beat the starting model on the patient's validation split (best_epoch 0).
+    moved = not all(torch.equal(a, b) for a, b in zip(before.encoder.parameters(), after.encoder.parameters()))
+    assert moved == (result["phase"]["best_epoch"] >= 1), result["phase"]
 
 
 def test_unknown_config_key_suggests_the_closest(tmp_path):

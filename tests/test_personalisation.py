@@ -1,7 +1,9 @@
-"""The issue's check on the method itself: on a synthetic cohort with shift, on-device µ-Fine-Tuning
-and full local fine-tuning improve each patient's macro-AUROC over the pretrained model, and their
-forgetting of the source task is reported side by side. Uses the quickstart's settings (about a
-minute on 2 cores: pretraining, then two on-device schemes)."""
+"""The issue's check on the method itself: on a synthetic cohort with shift, the server's model is good on
+its source population but worse on the patients, and on-device µ-Fine-Tuning and full local fine-tuning
+win much of that back on each patient's own 100 held-out records; their forgetting of the source task is
+reported side by side. Uses the quickstart's settings (about 80 s on one core: pretraining, then two
+on-device schemes). Measured at seed 0 on one thread: source 0.79, patients 0.58 before fine-tuning,
+mu-ft +0.13 and local-ft +0.14 (3 of 4 patients gain clearly; one stays within 0.01)."""
 from __future__ import annotations
 
 import math
@@ -28,8 +30,16 @@ def tables(tmp_path_factory):
 def test_on_device_fine_tuning_improves_personal_auroc(tables, scheme):
     t = tables[scheme]
     gain = t["personal_macro_auroc"] - t["pretrained_personal_macro_auroc"]
-    assert gain.mean() > 0.02, gain.tolist()
+    assert gain.mean() > 0.05, gain.tolist()
     assert (gain > 0).sum() >= len(gain) / 2, gain.tolist()  # most patients gain, not one outlier
+
+
+def test_the_shift_costs_the_server_model_accuracy_on_the_patients(tables):
+    t = tables["mu-ft"]
+    source = (t["source_macro_auroc"] + t["forgetting_macro_auroc"]).iloc[0]  # the pretrained model on the source
+    personal = t["pretrained_personal_macro_auroc"].mean()
+    assert source > 0.72, source          # pretraining learned the task (0.79 measured)...
+    assert personal < source - 0.1, (source, personal)   # ...which the patients' shift breaks (0.58 measured)
 
 
 def test_forgetting_is_reported_for_both(tables):

@@ -84,6 +84,22 @@ def test_best_epoch_is_restored():
     assert evaluate(model, data).macro_auroc == pytest.approx(max(scores))
 
 
+def test_a_phase_that_only_hurts_leaves_the_model_as_it_came():
+    """The starting model competes as epoch 0: training the middle on inverted labels can only lower the
+    validation score, so the phase keeps its start, bitwise, and says so with best_epoch 0."""
+    data = frequency_task(n=192, length=64, noise=0.2)
+    model = tiny_model()
+    train_phase(model, full_training(4, lr=1e-2, batch_size=16), data, seed=0)
+    start = evaluate(model, data).macro_auroc
+    assert start > 0.8
+    before = _snapshot(model)
+    wrong = ECGTensors(data.x, 1.0 - data.y, data.known)
+    result = train_phase(model, mu_training(3, self_distill=False, lr=0.1, batch_size=16), wrong, data, seed=1)
+    assert result.best_epoch == 0 and result.best_val_macro_auroc == pytest.approx(start)
+    assert max(log.val_macro_auroc for log in result.history) < start  # the phase did train, and only got worse
+    assert not _changed_parts(before, model)
+
+
 def test_same_seed_same_numbers():
     data = frequency_task(n=64, length=64)
     runs = []

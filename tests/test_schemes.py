@@ -24,7 +24,7 @@ TINY = {
     "data": {"synthetic_records": 64, "fs": 50.0, "length": 256},
     "train": {"full_epochs": 1, "mu_epochs": 1},
     "finetune": {"epochs": 1, "batch_size": 8},
-    "cohort": {"clients": 3, "records_per_client": 12},
+    "cohort": {"clients": 3, "records_per_client": 12, "test_records": 12},
     "federation": {"rounds": 2},
 }
 

@@ -97,7 +97,7 @@ class EpochLog:
 class PhaseResult:
     phase: Phase
     history: list[EpochLog] = field(default_factory=list)
-    best_epoch: int | None = None  # 1-based; None when the phase ran no epochs
+    best_epoch: int | None = None  # 1-based; 0 = no epoch beat the starting model; None when the phase ran no epochs
     best_val_macro_auroc: float | None = None
     steps: int = 0
 
@@ -196,7 +196,9 @@ def train_phase(
     penalty: Callable[[], torch.Tensor] | None = None,
 ) -> PhaseResult:
     """Train the parts `phase` names. With `val`, the epoch with the best validation macro-AUROC is kept
-    (ties: the earlier epoch); without it, the last epoch. The model is left in eval() mode.
+    (ties: the earlier epoch), and the model the phase started from competes as epoch 0: a phase that makes
+    the model worse on validation (µ-Training after a good full training can) leaves it as it came, with
+    best_epoch 0. Without `val`, the last epoch is kept. The model is left in eval() mode.
     `penalty()` is added to every batch's loss (e.g. FedProx's proximal term)."""
     train.check_for_model(model.cfg.n_leads, None, model.cfg.n_classes, name=f"phase {phase.name!r} training data")
     if val is not None:
@@ -211,6 +213,10 @@ def train_phase(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, phase.epochs * n_batches))
     lookahead = _LookAhead(model, phase) if phase.self_distill else None
     best_state, best_score = None, -math.inf
+    if val is not None:
+        start = evaluate(model, val).macro_auroc
+        if not math.isnan(start):
+            best_score, best_state, result.best_epoch = start, _trainable_state(trainable), 0
 
     # A private RNG stream per phase: same seed, same numbers, and the caller's RNG is left alone.
     with torch.random.fork_rng(devices=[]):
