@@ -89,7 +89,7 @@ def synth_cmd(
     n: int = typer.Option(200, "--n", help="Records in the source population."),
     clients: int = typer.Option(4, "--clients", help="Simulated patients (clients)."),
     per_client: int = typer.Option(40, "--per-client", help="Records per client."),
-    shift: float = typer.Option(0.5, "--shift", help="0 = clients like the source ... 1 = strongly shifted device/demographics/class mix."),
+    shift: float = typer.Option(0.5, "--shift", help="0 = clients like the source ... 1 = strongly shifted device (noise, rate, each patient's electrode placement), age and class mix."),
     seed: int = typer.Option(0, "--seed"),
     fs: float = typer.Option(400.0, "--fs", help="Source device sampling rate (Hz)."),
     seconds: float = typer.Option(10.24, "--seconds", help="Recording length (s)."),
