@@ -213,7 +213,7 @@ CONTACT_GAIN_SD = 0.4     # at shift 1: log-normal SD of each electrode's per-pa
 
 def client_population(spec: SyntheticCohortSpec) -> Population:
     """The wearable population: noisier device at another rate and mains frequency, each patient's own electrode
-    placement (frame rotated by up to ~PLACEMENT_DEG degrees SD) and contact gains, older patients."""
+    placement (lead frame rotated, SD PLACEMENT_DEG * shift degrees per axis) and contact gains, older patients."""
     s, src = spec.shift, spec.source
     d = src.device
     fs = spec.client_fs if spec.client_fs is not None else (500.0 if s > 0 else d.fs)
