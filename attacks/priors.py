@@ -35,6 +35,11 @@ class PopulationPrior:
     hi: float
     fs: float
     source: str
+    labels: np.ndarray | None = None  # (n, classes) 0/1 diagnoses of `samples`, when the public data has them
+
+    def prevalence(self) -> np.ndarray | None:
+        """(classes,) share of public records with each diagnosis: the no-attack guess of a class."""
+        return None if self.labels is None or len(self.labels) == 0 else self.labels.astype(np.float64).mean(0)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "samples": int(self.samples.shape[0]), "range": [self.lo, self.hi], "fs": self.fs}
@@ -58,13 +63,16 @@ def population_prior(run_dir: Path | None, spec: DataSpec, n_leads: int, n_sampl
     """The public prior for a run (see the module doc for the order of sources)."""
     truth = Path(run_dir) / "truth" if run_dir is not None else None
     samples: np.ndarray | None = None
+    labels: np.ndarray | None = None
     source = ""
     if truth is not None and (truth / "source.npz").is_file():
         with np.load(truth / "source.npz") as f:
             x = np.asarray(f["x"], np.float32)
+            y = np.asarray(f["y"]) if "y" in f.files else None
         rng = np.random.default_rng(PUBLIC_SEED)
         pick = np.sort(rng.choice(x.shape[0], size=min(n_samples, x.shape[0]), replace=False))
         samples, source = _fit_length(x[pick], spec.length), "server source data (truth/source.npz)"
+        labels = None if y is None else (y[pick] > 0).astype(np.int64)
         mean = _fit_length(x, spec.length).mean(0)
     else:
         from simulator.data.preprocess import PreprocessConfig, preprocess_records
@@ -74,6 +82,7 @@ def population_prior(run_dir: Path | None, spec: DataSpec, n_leads: int, n_sampl
         scale = spec.scale if spec.scale in ("record", "lead", "none") else "record"
         pre = preprocess_records(recs, PreprocessConfig(fs=spec.fs, length=spec.length, scale=scale))
         samples = pre.signals[:, :, :n_leads].astype(np.float32)
+        labels = (np.asarray(pre.labels) > 0).astype(np.int64)
         mean = samples.mean(0)
         source = f"synthetic public population (seed {PUBLIC_SEED}, {samples.shape[0]} records)"
     if truth is not None and (truth / "population_mean.npz").is_file():
@@ -85,7 +94,7 @@ def population_prior(run_dir: Path | None, spec: DataSpec, n_leads: int, n_sampl
     lo, hi = float(np.quantile(samples, 0.0)), float(np.quantile(samples, 1.0))
     if spec.scale in ("record", "lead"):
         lo, hi = 0.0, 1.0  # min-max scaling: every record lies in [0, 1]
-    return PopulationPrior(mean.astype(np.float32), samples.astype(np.float32), lo, hi, spec.fs, source)
+    return PopulationPrior(mean.astype(np.float32), samples.astype(np.float32), lo, hi, spec.fs, source, labels)
 
 
 # ------------------------------------------------------------------------------------------ signal priors

@@ -48,6 +48,7 @@ def torch_threads(n: int) -> Iterator[None]:
 @dataclass
 class AttackReport:
     frame: pd.DataFrame  # long form: scheme, client, round, attack, threat_model, metric, value, settings, note
+    units: pd.DataFrame  # attacks.calibrate.UNIT_COLUMNS: per unit, the attack's score and the best null's
     cases: list[Case]  # reconstructed vs true records, for plots
     info: RunInfo
     observations: list[Observation]
@@ -86,22 +87,23 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
 
 
 def score_results(run_dir: Path, info: RunInfo, observations: list[Observation], results: list[AttackResult],
-                  prior: PopulationPrior, seed: int = 0) -> tuple[pd.DataFrame, list[Case]]:
-    """Stage (c): join RUN_DIR/truth and score every result."""
+                  prior: PopulationPrior, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[Case]]:
+    """Stage (c): join RUN_DIR/truth and score every result: (attacks.csv rows, units, cases)."""
     clients = tuple(dict.fromkeys([*info.clients, *(c for o in observations for c in o.clients)]))
     truth = load_truth(Path(run_dir), clients)
     scorer = Scorer(observations, truth, prior, seed)
-    frame = scorer.rows(results)
+    with torch_threads(ATTACK_THREADS):  # the scorer's products run on torch threads too
+        frame = scorer.rows(results)
     if truth.missing:
         frame.loc[frame["client"].isin(truth.missing), "note"] = "no truth file: not scored"
-    return frame, scorer.cases
+    return frame, scorer.units(), scorer.cases
 
 
 def attack_run_report(run_dir: Path, budget: str | Budget = "quick", seed: int = 0,
                       progress: Progress | None = None) -> AttackReport:
     info, observations, prior, results = attack_observations(run_dir, budget, seed, progress)
-    frame, cases = score_results(run_dir, info, observations, results, prior, seed)
-    return AttackReport(frame, cases, info, observations, results, prior)
+    frame, units, cases = score_results(run_dir, info, observations, results, prior, seed)
+    return AttackReport(frame, units, cases, info, observations, results, prior)
 
 
 def attack_run(run_dir: Path, budget: str | Budget = "quick", seed: int = 0) -> pd.DataFrame:

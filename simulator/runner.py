@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from baselines.deploy import SCHEME_APPS
 from baselines.registry import Scheme, get_scheme
@@ -27,6 +28,7 @@ from simulator.core.cost import phase_cost
 from simulator.core.metrics import ClassificationMetrics
 from simulator.core.model import TDSSM
 from simulator.core.phases import evaluate
+from simulator import layout
 from simulator.engine.api import FederationResult, run_federation
 from simulator.ledger import DOWN, UP, WireLedger
 from simulator.study import Study
@@ -55,14 +57,28 @@ class SchemeRun:
         so ten schemes of one study keep one copy of the clients' records on disk."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.ledger.save(directory / "ledger")
+        self.ledger.save(directory / layout.LEDGER_DIR)
         if truth_from is None:
-            save_truth(study, directory / "truth")
+            save_truth(study, directory / layout.TRUTH_DIR)
         else:
-            _link_tree(Path(truth_from), directory / "truth")
+            _link_tree(Path(truth_from), directory / layout.TRUTH_DIR)
+        self.save_models(directory, study)
         _atomic_text(directory / "clients.csv", self.table.to_csv(index=False, float_format="%.10g"))
-        _atomic_text(directory / "scheme.json", json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
+        _atomic_text(directory / layout.SCHEME_FILE, json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
         return directory
+
+    def save_models(self, directory: Path, study: Study) -> None:
+        """models/<client>.pt: each device's final personal model (a state dict of tensors), kept so that a
+        "device lost or model published" threat can be attacked and an engineer has the artefact."""
+        for c in study.clients:
+            probe = read_probe(Path(self.setup.probe_dir), c.partition)
+            if probe is None:
+                continue
+            path = layout.model_file(directory, c.id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            torch.save({n: t.detach().clone() for n, t in probe["state"].items()}, tmp)
+            os.replace(tmp, path)
 
     def describe(self, study: Study) -> dict[str, Any]:
         ft = self.setup.finetune
@@ -240,17 +256,18 @@ def save_truth(study: Study, folder: Path) -> Path:
     """Each client's training records and the server's source records, as the attack scoring reads them."""
     from simulator.core.tensors import save_npz  # pylint: disable=import-outside-toplevel
 
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / layout.HELDOUT_DIR).mkdir(parents=True, exist_ok=True)
     for c in study.clients:
         save_npz(c.train, folder / f"{c.id}.npz")
-    save_npz(study.source_train, folder / "source.npz")
+        save_npz(c.test, folder / layout.HELDOUT_DIR / f"{c.id}.npz")
+    save_npz(study.source_train, folder / layout.SOURCE_FILE)
     return folder
 
 
 def _link_tree(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in sorted(src.glob("*.npz")):
-        target = dst / f.name
+    for f in sorted(src.rglob("*.npz")):
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         try:
             os.link(f, target)

@@ -23,6 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
+from simulator import layout
 from simulator.config import RunConfig, load_config
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
@@ -134,8 +135,9 @@ def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None) ->
         say(f"seed {seed}: attacking {cell.parent.name}'s ledger ({budget} budget)")
         shutil.rmtree(cell / "plots", ignore_errors=True)
         _attack_cell(cell, cfg, budget, seed)
-    attacks = pd.concat([pd.read_csv(c / "attacks.csv") for c in cells], ignore_index=True)
-    _atomic_csv(attacks, run_dir / "attacks.csv")
+    attacks = pd.concat([pd.read_csv(c / layout.ATTACKS_FILE) for c in cells], ignore_index=True)
+    _atomic_csv(attacks, run_dir / layout.ATTACKS_FILE)
+    _write_leakage(run_dir, cells)
     shutil.rmtree(run_dir / "plots", ignore_errors=True)
     schemes = tuple(dict.fromkeys(c.parent.name for c in cells))
     seeds = tuple(sorted({int(c.name.removeprefix("seed-")) for c in cells}))
@@ -191,10 +193,10 @@ def _attack_cell(cell: Path, cfg: RunConfig, budget: str, seed: int) -> None:
 
     chosen = get_budget(budget).with_overrides(attacks=tuple(cfg.attacks.run))
     report = attack_run_report(cell, chosen, seed)
-    frame = report.frame
-    if "seed" not in frame.columns:
-        frame.insert(0, "seed", seed)
-    _atomic_csv(frame, cell / "attacks.csv")
+    for frame, name in ((report.frame, layout.ATTACKS_FILE), (report.units, layout.UNITS_FILE)):
+        if "seed" not in frame.columns:
+            frame.insert(0, "seed", seed)
+        _atomic_csv(frame, cell / name)
     (cell / "plots").mkdir(exist_ok=True)
     for tag, case in _example_cases(report.cases).items():
         plot_case(case, cell / "plots" / f"{tag}.png", f"{tag} ({case.attack})", report.prior.fs)
@@ -227,10 +229,11 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
         frame.insert(0, "seed", seed)
         ledgers.append(frame)
     pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)
-    attack_parts = [pd.read_csv(c / "attacks.csv") for *_, c in cells if (c / "attacks.csv").is_file()]
+    attack_parts = [pd.read_csv(c / layout.ATTACKS_FILE) for *_, c in cells if (c / layout.ATTACKS_FILE).is_file()]
     attacks = pd.concat(attack_parts, ignore_index=True) if attack_parts else None
     if attacks is not None:
-        attacks.to_csv(work / "attacks.csv", index=False, float_format="%.10g")
+        attacks.to_csv(work / layout.ATTACKS_FILE, index=False, float_format="%.10g")
+        _write_leakage(work, [c for *_, c in cells])
     _collect_plots(work, plan)
     _atomic_text(work / "manifest.json", json.dumps(manifest(cfg, plan, work), indent=2, sort_keys=True) + "\n")
     shutil.rmtree(work / "work", ignore_errors=True)  # client data copies and probes: scratch only
@@ -240,6 +243,19 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
     say("writing the report")
     _report(final_dir)  # re-renderable with `mupriv report`; written atomically
     return SimulationResult(final_dir, results, attacks)
+
+
+def _write_leakage(run_dir: Path, cells: list[Path]) -> None:
+    """leakage_units.csv (every cell's units) and leakage.csv (calibrated over every seed at once: patients
+    of all seeds are the clusters of the bootstrap)."""
+    from attacks.calibrate import UNIT_COLUMNS, calibrate  # pylint: disable=import-outside-toplevel
+
+    parts = [pd.read_csv(c / layout.UNITS_FILE, keep_default_na=True) for c in cells if (c / layout.UNITS_FILE).is_file()]
+    units = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["seed", *UNIT_COLUMNS])
+    for col in ("scheme", "client", "attack", "threat_model", "quantity", "unit"):
+        units[col] = units[col].astype(str)
+    _atomic_csv(units, run_dir / layout.UNITS_FILE)
+    _atomic_csv(calibrate(units), run_dir / layout.LEAKAGE_FILE)
 
 
 def _collect_plots(work: Path, plan: Plan) -> None:

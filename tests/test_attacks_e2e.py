@@ -118,7 +118,7 @@ def test_attacks_run_with_truth_absent_and_score_after(fedavg_dir, tmp_path):
         info, observations, prior, results = attack_observations(fedavg_dir, TINY, seed=2)
     finally:
         shutil.move(str(hidden), fedavg_dir / "truth")
-    frame, cases = score_results(fedavg_dir, info, observations, results, prior)
+    frame, _units, cases = score_results(fedavg_dir, info, observations, results, prior)
     assert (_value(frame, "labels", "label_exact") == 1.0).all()
     assert cases and all(c.rec.shape == c.true.shape for c in cases)
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from attacks.metrics import (cosine, f1_per_class, label_scores, lagged_pearson_per_lead, match_records, prd,
-                             presence_scores, reid_rank, snr_db, waveform_scores)
+from attacks.metrics import (cosine, f1_per_class, label_scores, lagged_pearson_per_lead, match_records, pair_scores,
+                             pearson_per_lead, prd, presence_scores, reid_rank, snr_db)
 from attacks.priors import einthoven, lag_range, periodicity, smoothness
 from attacks.threat import NOT_APPLICABLE_NOTHING, THREAT_MODELS, attacks_for, threat_for
 
@@ -27,17 +27,13 @@ def test_hungarian_pairs_a_permutation():
     assert np.array_equal(cols[np.argsort(rows)], perm)
 
 
-def test_waveform_scores_and_the_prior_baseline():
+def test_waveform_scores_of_a_pair():
     true = _ecgish(1)[0]
-    prior = np.full_like(true, true.mean())
-    perfect = waveform_scores(true, true, prior, max_lag=10)
-    assert perfect["r"] == pytest.approx(1.0) and perfect["mse"] == 0 and perfect["mse_skill"] == 1.0
-    assert math.isnan(perfect["prior_r"])  # a flat prior has no correlation at all
-    same_as_prior = waveform_scores(prior + 1e-9 * np.arange(len(prior))[:, None], true, prior, max_lag=10)
-    assert same_as_prior["mse_skill"] == pytest.approx(0.0, abs=1e-6)  # reproducing the prior is no leak
+    perfect = pair_scores(true[None], true[None], max_lag=10)
+    assert perfect["r"][0] == pytest.approx(1.0) and perfect["mse"][0] == 0
     shifted = np.roll(true, 7, axis=0)
-    s = waveform_scores(shifted, true, prior, max_lag=10)
-    assert s["lag_r"] > 0.99 > s["r"]
+    s = pair_scores(shifted[None], true[None], max_lag=10)
+    assert s["lag_r"][0] > 0.99 > s["r"][0]
     assert lagged_pearson_per_lead(true, shifted, 10).min() > 0.99
 
 
@@ -92,3 +88,17 @@ def test_threat_models_per_scheme():
     assert all(t.observable == k for k, t in THREAT_MODELS.items())
     with pytest.raises(KeyError):
         threat_for("made-up-scheme")
+
+
+def test_pair_scores_match_the_one_pair_functions():
+    """The vectorised scores of many pairs (FFT cross-correlation for every lag at once) equal the
+    straightforward one-pair functions, including a constant lead."""
+    rec, true = _ecgish(5, seed=4), _ecgish(5, seed=5)
+    rec[2, :, 1] = 0.3  # a flat lead is left out of the means
+    got = pair_scores(rec, true, max_lag=10)
+    for k in range(5):
+        assert got["r"][k] == pytest.approx(np.nanmean(pearson_per_lead(rec[k], true[k])), abs=1e-9)
+        assert got["lag_r"][k] == pytest.approx(np.nanmean(lagged_pearson_per_lead(true[k], rec[k], 10)), abs=1e-9)
+        assert got["prd"][k] == pytest.approx(prd(rec[k], true[k]))
+        assert got["snr_db"][k] == pytest.approx(snr_db(rec[k], true[k]))
+        assert got["mse"][k] == pytest.approx(np.mean((rec[k] - true[k]) ** 2))

@@ -40,7 +40,7 @@ def make_run(root: Path, name: str = "quick-20250101-120000", seeds: tuple[int, 
     clients = [f"client-{i:03d}" for i in range(n_clients)]
     rounds = 3
     up = {"mu-ft": 0, "fedavg": 240_000, "dp-fedavg": 240_000, "fedrep": 40_000}
-    res, att, led = [], [], []
+    res, att, led, units = [], [], [], []
     for seed in seeds:
         for scheme in ("mu-ft", "fedavg", "dp-fedavg", "fedrep"):
             for client in clients:
@@ -86,6 +86,9 @@ def make_run(root: Path, name: str = "quick-20250101-120000", seeds: tuple[int, 
                         for metric, v in (("r", s * 0.8), ("r_gain", s * 0.5), ("prd", 100 - 60 * s)):
                             att.append((seed, scheme, client, r, attack, "curious-server", metric,
                                         k * v + rng.normal(0, 0.02), '{"steps": 200}', ""))
+                        for u in range(2):  # two reconstructed records per round, against a null of 0.3
+                            units.append((seed, scheme, client, r, attack, "curious-server", "waveform_r", f"{r}:{u}",
+                                          k * s * 0.8 + rng.normal(0, 0.05), 0.3, math.nan))
         # ledger: one row per message, down then up
         row = 0
         for scheme in ("mu-ft", "fedavg", "dp-fedavg", "fedrep"):
@@ -99,6 +102,8 @@ def make_run(root: Path, name: str = "quick-20250101-120000", seeds: tuple[int, 
     pd.DataFrame(res, columns=["seed", "scheme", "client", "metric", "value"]).to_csv(run / "results.csv", index=False)
     pd.DataFrame(att, columns=["seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value",
                                "settings", "note"]).to_csv(run / "attacks.csv", index=False)
+    pd.DataFrame(units, columns=["seed", "scheme", "client", "round", "attack", "threat_model", "quantity", "unit", "value",
+                                 "null", "label"]).to_csv(run / "leakage_units.csv", index=False)
     pd.DataFrame(led, columns=["seed", "scheme", "round", "direction", "node_id", "partition_id", "message_type", "bytes",
                                "content_bytes", "n_params", "row"]).to_csv(run / "ledger.csv", index=False)
     (run / "config.toml").write_text('seed = 0\n\n[data]\nsynthetic_records = 256\n')
@@ -165,23 +170,32 @@ def test_single_seed_has_no_interval_and_formats_are_fixed():
     assert (fmt_bytes(0), fmt_bytes(1536), fmt_bytes(720_000)) == ("0 B", "1.5 KiB", "703.1 KiB")
 
 
-def test_best_leakage_picks_the_strongest_attack_and_names_not_applicable():
+def test_best_leakage_picks_the_strongest_evidence_and_names_not_applicable():
     attacks = pd.DataFrame([
-        (0, "fedavg", "client-000", 1, "dlg", "curious-server", "r_gain", 0.9, "", ""),
-        (0, "fedavg", "client-000", 2, "dlg", "curious-server", "r_gain", 0.7, "", ""),  # rounds averaged: 0.8
-        (0, "fedavg", "client-000", 1, "ig", "curious-server", "r_gain", 0.6, "", ""),
         (0, "fed-mu", "client-000", 1, "labels", "curious-server", "applicable", 0.0, "",
          "not applicable: decoder.layers.1.ff.bias is not shared"),
         (0, "mu-ft", "client-000", math.nan, "none", "none", "applicable", 0.0, "", NA_DEVICE),
     ], columns=["seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings", "note"])
-    best = best_leakage(attacks).set_index(["scheme", "quantity"])
-    fed = best.loc[("fedavg", "waveform_prior_relative")]
-    assert fed["mean"] == pytest.approx(0.8) and fed["attack"] == "dlg" and fed["threat_model"] == "curious-server"
-    mu = best.loc[("mu-ft", "label_leakage")]
+    cols = ["scheme", "quantity", "attack", "threat_model", "estimate", "null", "gain", "ci_low", "ci_high", "level",
+            "compared", "n_units", "n_clients", "verdict", "note"]
+    leakage = pd.DataFrame([
+        ("fedavg", "waveform_r", "dlg", "curious-server", 0.6, 0.3, 0.3, 0.1, 0.5, 0.9875, 4, 16, 4, "leaks", ""),
+        ("fedavg", "waveform_r", "ig", "curious-server", 0.7, 0.3, 0.4, -0.1, 0.9, 0.9875, 4, 16, 4, "no evidence", ""),
+        ("fedavg", "waveform_lag_r", "dlg", "curious-server", 0.5, 0.4, 0.1, 0.05, 0.15, 0.9875, 4, 16, 4, "leaks", ""),
+        ("fed-mu", "waveform_r", "dlg", "curious-server", 0.3, 0.3, 0.0, -0.1, 0.1, 0.975, 2, 16, 4, "no evidence", ""),
+    ], columns=cols)
+    results = pd.DataFrame([(0, "fedavg", "client-000", "personal_macro_auroc", 0.6)],
+                           columns=["seed", "scheme", "client", "metric", "value"])
+    best = best_leakage(RunData(Path("x"), results, attacks=attacks, leakage=leakage)).set_index(["scheme", "quantity"])
+    fed = best.loc[("fedavg", "leak_waveform")]
+    # the strongest evidence is the highest adjusted lower bound (dlg's r, 0.1), not the largest gain (ig's 0.4)
+    assert fed["mean"] == pytest.approx(0.3) and fed["attack"].startswith("dlg,") and fed["note"] == "leaks"
+    assert (fed["ci_low"], fed["ci_high"]) == (0.1, 0.5) and fed["threat_model"] == "curious-server"
+    mu = best.loc[("mu-ft", "leak_labels")]
     assert math.isnan(mu["mean"]) and mu["note"] == "not applicable" and mu["threat_model"] == NA_DEVICE
-    assert best.loc[("fed-mu", "label_leakage")]["threat_model"].endswith("is not shared")
-    assert ("fedavg", "label_leakage") not in best.index  # no label attack ran: no row, shown as —
-    assert ("fed-mu", "waveform_prior_relative") not in best.index  # labels n/a says nothing about waveforms
+    assert best.loc[("fed-mu", "leak_labels")]["threat_model"].endswith("is not shared")
+    assert best.loc[("fed-mu", "leak_waveform")]["note"] == "no evidence"
+    assert ("fedavg", "leak_labels") not in best.index  # no label attack ran: no row, shown as —
 
 
 def test_summary_of_a_full_run(tmp_path):
@@ -193,7 +207,9 @@ def test_summary_of_a_full_run(tmp_path):
     up = summary.set_index(["scheme", "quantity"])["mean"]
     assert up[("mu-ft", "bytes_up")] == 0 and up[("fedavg", "bytes_up")] == 720_000
     assert up[("fedavg", "rounds")] == 3  # from the scheme-level "all" rows
-    assert up[("fedavg", "waveform_prior_relative")] > up[("dp-fedavg", "waveform_prior_relative")]
+    assert up[("fedavg", "leak_waveform")] > up[("dp-fedavg", "leak_waveform")]
+    verdict = summary.set_index(["scheme", "quantity"])["note"]
+    assert verdict[("fedavg", "leak_waveform")] == "leaks" and verdict[("dp-fedavg", "leak_waveform")] == "no evidence"
     per_round = ledger_per_round(run.ledger)
     fed_up = per_round[(per_round["scheme"] == "fedavg") & (per_round["direction"] == "up")]
     assert list(fed_up["bytes"]) == [4 * 240_000] * 3  # summed over 4 clients, mean over 2 seeds
@@ -205,7 +221,7 @@ def test_report_files_are_written_and_self_contained(rendered):
     assert md == run / "report.md" and html == run / "report.html"
     text, page = md.read_text(), html.read_text()
     for section in ("## Run", "## Summary", "## Plots", "## Example reconstructions", "## Per class",
-                    "## Attacks in detail", "## Ledger totals", "## Appendix: other metrics", "## Appendix: configuration"):
+                    "## Leakage in detail", "## Attacks in detail", "## Ledger totals", "## Appendix: other metrics", "## Appendix: configuration"):
         assert section in text
     for figure in ("frontier", "per-client-auroc", "epsilon-vs-accuracy", "bytes-per-round"):
         assert f"](figures/{figure}.png)" in text and (run / "figures" / f"{figure}.png").is_file()

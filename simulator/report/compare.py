@@ -17,7 +17,7 @@ from simulator.report.load import RunData, load_run
 from simulator.report.tables import LEAKAGE, QUANTITIES, scheme_key, scheme_summary
 
 COMPARE_QUANTITIES = ("personal_macro_f1", "personal_macro_auroc", "improvement_macro_auroc", "forgetting_macro_auroc",
-                      "bytes_up", "bytes_down", "trainable_params", "epsilon", "label_leakage", "waveform_prior_relative")
+                      "bytes_up", "bytes_down", "trainable_params", "epsilon", *(q.key for q in LEAKAGE))
 _LEAKAGE_KEYS = {q.key for q in LEAKAGE}
 
 
@@ -84,7 +84,8 @@ def comparison_cells(runs: Sequence[RunData]) -> tuple[list[str], list[list[str]
 def compare_markdown(run_dirs: Sequence[str | Path | RunData]) -> str:
     runs = _load(run_dirs)
     header, rows = comparison_cells(runs)
-    table = DocTable(header, rows, caption="mean ± sd over clients (mean over seeds); leakage: strongest attack")
+    table = DocTable(header, rows, caption="mean ± sd over clients (mean over seeds); leakage: the verdict and gain of the "
+                                           "calibrated attack with the strongest evidence")
     return to_markdown("mupriv comparison", [table])
 
 

@@ -86,12 +86,18 @@ def fmt_interval(stat: Mapping[str, Any], kind: str, sep: str = ", ") -> str:
 
 
 def fmt_leakage(row: Mapping[str, Any] | None, *, ci: bool = True, with_source: bool = True) -> str:
-    """A leakage summary cell: the value, then which attack under which threat model (or why n/a)."""
+    """A calibrated leakage cell: the verdict and the gain over the best null with its (Bonferroni-adjusted)
+    interval, then which attack under which threat model; or why the scheme cannot be attacked."""
     if row is None:
         return MISSING  # no attack scored this scheme
     if row.get("note") == "not applicable":
         return f"n/a ({row['threat_model'].split(':', 1)[-1].strip()})" if ":" in str(row["threat_model"]) else "n/a"
-    text = fmt_stat(row, "score", ci=ci)
+    if not finite(row.get("mean")):
+        return MISSING
+    text = f"{row.get('note') or '?'} {fmt_value(row['mean'], 'delta')}"
+    if ci:
+        interval = fmt_interval(row, "delta")
+        text += f" [{interval}]" if interval else ""
     if with_source and row.get("attack"):
         text += f" ({row['attack']}; {row['threat_model']})" if row.get("threat_model") else f" ({row['attack']})"
     return text

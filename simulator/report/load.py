@@ -18,6 +18,8 @@ from simulator.errors import MuprivError
 RESULTS_NAME = "results.csv"
 TIMINGS_NAME = "timings.csv"
 ATTACKS_NAME = "attacks.csv"
+LEAKAGE_NAME = "leakage.csv"
+UNITS_NAME = "leakage_units.csv"
 LEDGER_NAME = "ledger.csv"
 MANIFEST_NAME = "manifest.json"
 CONFIG_NAME = "config.toml"
@@ -37,6 +39,7 @@ class RunData:
     run_dir: Path
     results: pd.DataFrame  # seed:int, scheme, client, metric: str, value: float (NaN allowed)
     attacks: pd.DataFrame | None = None  # seed, scheme, client, round, attack, threat_model, metric, value, settings
+    leakage: pd.DataFrame | None = None  # attacks.calibrate.LEAKAGE_COLUMNS: calibrated gains, intervals, verdicts
     ledger: pd.DataFrame | None = None  # one row per message; at least scheme, direction, bytes
     manifest: dict[str, Any] = field(default_factory=dict)
     config_text: str | None = None
@@ -74,14 +77,37 @@ def load_run(run_dir: str | Path) -> RunData:
             attacks["round"] = pd.to_numeric(attacks["round"], errors="coerce")
     if (run_dir / LEDGER_NAME).is_file():
         ledger = _read_ledger(run_dir / LEDGER_NAME)
+    leakage = _read_leakage(run_dir)
 
     plots_dir = run_dir / PLOTS_DIR
     plots = tuple(sorted(plots_dir.glob("*.png"))) if plots_dir.is_dir() else ()
     config_path = run_dir / CONFIG_NAME
-    return RunData(run_dir=run_dir, results=results, attacks=attacks, ledger=ledger,
+    return RunData(run_dir=run_dir, results=results, attacks=attacks, leakage=leakage, ledger=ledger,
                    manifest=_read_manifest(run_dir / MANIFEST_NAME),
                    config_text=config_path.read_text(encoding="utf-8") if config_path.is_file() else None,
                    reconstruction_plots=plots)
+
+
+def _read_leakage(run_dir: Path) -> pd.DataFrame | None:
+    """leakage.csv; without it (a run attacked before it existed, or one cell) it is computed from
+    leakage_units.csv when that is there."""
+    from attacks.calibrate import LEAKAGE_COLUMNS, UNIT_COLUMNS, calibrate  # pylint: disable=import-outside-toplevel
+
+    path = run_dir / LEAKAGE_NAME
+    if path.is_file():
+        frame = _read_csv(path)
+        _require_columns(frame, path, LEAKAGE_COLUMNS)
+        for c in ("estimate", "null", "gain", "ci_low", "ci_high", "level", "compared", "n_units", "n_clients"):
+            frame[c] = _numbers(frame, c, path)
+        return frame
+    units_path = run_dir / UNITS_NAME
+    if units_path.is_file():
+        units = _read_csv(units_path)
+        _require_columns(units, units_path, UNIT_COLUMNS)
+        for c in ("value", "null", "label"):
+            units[c] = _numbers(units, c, units_path)
+        return calibrate(units)
+    return None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

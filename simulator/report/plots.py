@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
 from simulator.report.fmt import finite, fmt_si
-from simulator.report.tables import ALL_CLIENTS, lookup, sorted_schemes
+from simulator.report.tables import ALL_CLIENTS, LEAKAGE, lookup, sorted_schemes
 
 DPI = 100
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
@@ -62,8 +62,8 @@ def _bytes_axis(axis) -> None:
 def frontier_png(summary: pd.DataFrame) -> bytes | None:
     """Accuracy vs bytes vs leakage: x bytes up per client (symlog), y personal macro-AUROC.
 
-    Colour = label leakage, size = waveform leakage (Pearson r); hollow grey = no leakage score
-    (not applicable or not attacked).
+    Colour = how many kinds of leakage (waveform, re-identification, diagnoses, features, membership) the
+    calibrated attacks detected; hollow grey = no leakage assessment (not attacked, or nothing to attack).
     """
     schemes = sorted_schemes(summary["scheme"])
     points = []
@@ -71,15 +71,11 @@ def frontier_png(summary: pd.DataFrame) -> bytes | None:
         acc, up = lookup(summary, s, "personal_macro_auroc"), lookup(summary, s, "bytes_up")
         if acc is None or up is None or not (finite(acc["mean"]) and finite(up["mean"])):
             continue
-        label, wave = lookup(summary, s, "label_leakage"), lookup(summary, s, "waveform_pearson_r")
-        name = s
-        if label is None:
-            name += " (not attacked)"
-        elif label["note"] == "not applicable":
-            name += " (leakage n/a)"
-        points.append((name, float(up["mean"]), float(acc["mean"]), float(acc["sd"]) if finite(acc["sd"]) else 0.0,
-                       float(label["mean"]) if label and finite(label["mean"]) else math.nan,
-                       float(wave["mean"]) if wave and finite(wave["mean"]) else math.nan))
+        rows = [r for fam in LEAKAGE if (r := lookup(summary, s, fam.key)) is not None]
+        assessed = [r for r in rows if r["note"] != "not applicable"]
+        name = s if assessed else s + (" (leakage n/a)" if rows else " (not attacked)")
+        leaking = sum(r["note"] == "leaks" for r in assessed) if assessed else math.nan
+        points.append((name, float(up["mean"]), float(acc["mean"]), float(acc["sd"]) if finite(acc["sd"]) else 0.0, leaking))
     if not points:
         return None
     import matplotlib
@@ -87,15 +83,14 @@ def frontier_png(summary: pd.DataFrame) -> bytes | None:
     with matplotlib.rc_context(_STYLE):
         fig = _figure(7.0, 4.5)
         ax = fig.add_subplot()
-        norm = Normalize(0.0, 1.0)
+        norm = Normalize(0.0, float(len(LEAKAGE)))
         cmap = matplotlib.colormaps["plasma"]
-        for s, x, y, sd, label, wave in points:
-            size = 60 + 340 * min(max(wave, 0.0), 1.0) if finite(wave) else 60
+        for s, x, y, sd, leaking in points:
             ax.errorbar(x, y, yerr=sd, fmt="none", ecolor="0.6", elinewidth=1, capsize=3, zorder=1, clip_on=False)
-            if finite(label):
-                ax.scatter([x], [y], s=size, c=[cmap(norm(label))], edgecolors="black", linewidths=0.6, zorder=2, clip_on=False)
+            if finite(leaking):
+                ax.scatter([x], [y], s=120, c=[cmap(norm(leaking))], edgecolors="black", linewidths=0.6, zorder=2, clip_on=False)
             else:
-                ax.scatter([x], [y], s=size, facecolors="none", edgecolors="0.5", linewidths=1.2, zorder=2, clip_on=False)
+                ax.scatter([x], [y], s=120, facecolors="none", edgecolors="0.5", linewidths=1.2, zorder=2, clip_on=False)
             ax.annotate(s, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
         xmax = max(p[1] for p in points) * 4 + 2 * _BYTES_LINTHRESH
         ax.set_xscale("symlog", linthresh=_BYTES_LINTHRESH)
@@ -108,7 +103,7 @@ def frontier_png(summary: pd.DataFrame) -> bytes | None:
         ax.set_ylabel("personal macro-AUROC (mean ± sd over clients)")
         ax.set_title("accuracy vs communication vs leakage")
         sm = ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=ax, label="label leakage (best exact match)")
+        fig.colorbar(sm, ax=ax, label=f"kinds of leakage detected (of {len(LEAKAGE)})")
         fig.tight_layout()
         return _png(fig)
 

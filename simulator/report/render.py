@@ -15,11 +15,11 @@ from simulator.core.labels import CLASSES
 from simulator.report import plots
 from simulator.report.document import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
 from simulator.report.files import write_atomic
-from simulator.report.fmt import MISSING, fmt_bytes, fmt_leakage, fmt_stat, fmt_value
+from simulator.report.fmt import MISSING, fmt_bytes, fmt_interval, fmt_leakage, fmt_stat, fmt_value
 from simulator.report.load import PLOTS_DIR, RunData, load_run
 from simulator.report.tables import (ACCURACY, COMMUNICATION, DEVICE_COST, LEAKAGE, PRIVACY, QUANTITIES, Quantity,
-                                     attack_stats, ledger_per_round, ledger_totals, lookup, metric_stats,
-                                     other_metrics, per_client_values, run_schemes, scheme_summary)
+                                     attack_stats, leak_verdicts, ledger_per_round, ledger_totals, lookup, metric_stats,
+                                     other_metrics, per_client_values, run_schemes, scheme_key, scheme_summary)
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -78,18 +78,18 @@ def _quantity_table(summary: pd.DataFrame, schemes: list[str], quantities: Itera
 def _summary_table(summary: pd.DataFrame, schemes: list[str]) -> Table:
     cols = ["personal_macro_f1", "personal_macro_auroc", "improvement_macro_auroc", "forgetting_macro_auroc",
             "bytes_up", "bytes_down", "trainable_params", "epsilon"]
-    header = ["scheme", *(QUANTITIES[c].label for c in cols), "label leakage", "waveform leakage (vs prior)"]
+    header = ["scheme", *(QUANTITIES[c].label for c in cols), "leaks (calibrated)"]
     rows = []
     for s in schemes:
         row = [s]
         for c in cols:
             r = lookup(summary, s, c)
             row.append(fmt_stat(r, QUANTITIES[c].kind, ci=False) if r else MISSING)
-        row.append(fmt_leakage(lookup(summary, s, "label_leakage"), ci=False))
-        row.append(fmt_leakage(lookup(summary, s, "waveform_prior_relative"), ci=False))
+        row.append(leak_verdicts(summary, s))
         rows.append(row)
-    return Table(header, rows, caption="mean ± sd over clients (mean over seeds); leakage: the strongest attack "
-                                       "and its threat model. 95% seed intervals are in the tables below.")
+    return Table(header, rows, caption="mean ± sd over clients (mean over seeds). 95% seed intervals are in the tables "
+                                       "below. Leaks: the kinds of information an attack recovered significantly better "
+                                       "than its null controls (see Leakage); none detected: no evidence at this budget.")
 
 
 def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
@@ -97,18 +97,35 @@ def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
         return None
     rows = []
     for s in schemes:
-        row = [s]
-        for q in LEAKAGE:
-            r = lookup(summary, s, q.key)
-            row.append("n/a" if r is not None and r["note"] == "not applicable" else fmt_leakage(r, with_source=False))
-            row.append(MISSING if r is None else (r["attack"] or MISSING))
-            row.append(MISSING if r is None else (r["threat_model"] or MISSING))
-        rows.append(row)
-    header = ["scheme"]
-    for q in LEAKAGE:
-        header += [q.label, "attack", "threat model"]
-    return Table(header, rows, caption="For each quantity the attack with the highest mean over seeds. "
-                                       "n/a: the threat model has nothing to attack; —: no attack scored it.")
+        cells = [lookup(summary, s, q.key) for q in LEAKAGE]
+        if all(c is None for c in cells):
+            continue
+        rows.append([s, *(fmt_leakage(c, with_source=False) for c in cells)])
+    return Table(["scheme", *(q.label for q in LEAKAGE)], rows,
+                 caption="Each cell: the verdict and the gain of the (attack, score) with the strongest evidence over the "
+                         "best null control scored the same way, [its 95% bootstrap interval over clients and records, "
+                         "Bonferroni-adjusted for the attacks and scores compared]. leaks: the interval is above 0; "
+                         "n/a: the threat model has nothing to attack; —: not attacked.")
+
+
+def _leakage_detail_table(leakage: pd.DataFrame | None) -> Table | None:
+    if leakage is None or leakage.empty:
+        return None
+    from attacks.calibrate import QUANTITIES as CALIBRATED  # pylint: disable=import-outside-toplevel
+
+    rows = []
+    for r in leakage.sort_values("scheme", key=lambda c: c.map(lambda v: scheme_key(v)), kind="stable").itertuples(index=False):
+        interval = fmt_interval(r._asdict(), "delta")
+        rows.append([r.scheme, CALIBRATED[r.quantity].label if r.quantity in CALIBRATED else r.quantity, r.attack,
+                     fmt_value(r.estimate, "score"), fmt_value(r.null, "score"),
+                     fmt_value(r.gain, "delta") + (f" [{interval}]" if interval else ""), r.verdict,
+                     f"{int(r.n_units)} / {int(r.n_clients)}", r.note or ""])
+    return Table(["scheme", "score", "attack", "attack's score", "best null", "gain [adjusted 95% CI]", "verdict",
+                  "units / clients", "note"], rows,
+                 caption="Every calibrated (scheme, score, attack): the attack's mean score (membership: AUC or TPR at "
+                         "1% FPR), the best null control's on the same units (membership: chance), and the gain. "
+                         "Units are reconstructed records, label guesses or membership candidates; clients are the "
+                         "bootstrap's clusters (a patient in one seed's cohort). Per-observation scores are in attacks.csv.")
 
 
 def _per_class_table(stats: pd.DataFrame, schemes: list[str], prefix: str, label: str) -> Table | None:
@@ -194,12 +211,16 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
     leak = _leakage_table(summary, schemes)
     if leak is not None:
         blocks += [Heading("Leakage", 3), leak]
+    elif run.attacks is not None:
+        blocks += [Heading("Leakage", 3), Para("This run's attacks were scored before calibration (no leakage.csv or "
+                                                "leakage_units.csv): re-attack it with `mupriv attack RUN_DIR` for "
+                                                "calibrated gains, intervals and verdicts.")]
 
     blocks.append(Heading("Plots"))
     blocks.append(Heading("Accuracy vs bytes vs leakage", 3))
     figure("frontier.png", lambda: plots.frontier_png(summary), "accuracy vs bytes vs leakage frontier",
            "x: bytes up per client (symlog, 0 = nothing leaves the device); y: personal macro-AUROC ± sd over clients; "
-           "colour: label leakage; size: waveform Pearson r; hollow grey: no leakage score.",
+           "colour: how many kinds of leakage the calibrated attacks detected; hollow grey: no leakage assessment.",
            "No scheme has both personal macro-AUROC and bytes up: no frontier to plot.")
     blocks.append(Heading("Personal macro-AUROC per client", 3))
     figure("per-client-auroc.png", lambda: plots.per_client_png(per_client_values(run.results, "personal_macro_auroc")),
@@ -230,6 +251,9 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
         blocks.append(Heading("Per class"))
         for t in per_class:
             add(t)
+    leak_detail = _leakage_detail_table(run.leakage)
+    if leak_detail is not None:
+        blocks += [Heading("Leakage in detail"), leak_detail]
     attack_detail = _attack_detail_table(run.attacks)
     if attack_detail is not None:
         blocks += [Heading("Attacks in detail"), attack_detail]

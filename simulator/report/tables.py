@@ -66,23 +66,24 @@ PRIVACY = (Quantity("epsilon", "ε (DP)", "epsilon"),)
 
 
 @dataclass(frozen=True)
-class LeakageQuantity(Quantity):
-    metric: str = ""  # the attacks.csv metric
-    higher_leaks_more: bool = True  # which way "best attack" points
+class LeakageFamily(Quantity):
+    quantities: tuple[str, ...] = ()  # attacks.calibrate quantities of this kind of leakage
+    attacks: tuple[str, ...] = ()  # attack families whose "not applicable" rows explain a missing value
 
 
-# The attacks.csv metrics behind each leakage quantity (docs/attacks.md), and the attack families
-# whose "not applicable" rows explain a missing value. Waveform leakage is scored against a
-# population-mean prior: r_gain = r - the prior's r, so an average beat counts as no leakage.
+# One kind of leakage per family of calibrated quantities (attacks/calibrate.py): the summary row is the
+# (attack, score) with the strongest evidence, its gain over the best null and its Bonferroni-adjusted
+# interval; the verdict ("leaks" / "no evidence") is in the row's note.
+_WAVE_ATTACKS = ("none", "raw", "dlg", "ig", "multistep")
 LEAKAGE = (
-    LeakageQuantity("label_leakage", "label leakage (exact match)", "score", "label_exact"),
-    LeakageQuantity("label_presence", "diagnoses in the update (presence F1)", "score", "presence_f1"),
-    LeakageQuantity("waveform_prior_relative", "waveform leakage (r − prior r)", "score", "r_gain"),
-    LeakageQuantity("waveform_pearson_r", "waveform Pearson r", "score", "r"),
-    LeakageQuantity("reidentified", "re-identified (top-1)", "score", "reid_top1"),
+    LeakageFamily("leak_waveform", "waveform (r gain)", "delta", ("waveform_r", "waveform_lag_r"), _WAVE_ATTACKS),
+    LeakageFamily("leak_reid", "re-identification (top-1 gain)", "delta", ("reid_patient", "reid_record"), _WAVE_ATTACKS),
+    LeakageFamily("leak_labels", "diagnoses (gain)", "delta", ("labels_presence_f1", "labels_exact", "labels_count_mae"),
+                  ("none", "raw", "labels", "attribute")),
+    LeakageFamily("leak_features", "pooled features (ccos gain)", "delta", ("features_ccos",), ("none", "raw", "features")),
+    LeakageFamily("leak_membership", "membership (gain over chance)", "delta", ("membership_auc", "membership_tpr1"),
+                  ("none", "mi-loss", "mi-calibrated", "mi-lira")),
 )
-LEAKAGE_ATTACKS = {"label_exact": ("none", "raw", "labels"), "presence_f1": ("none", "raw", "labels"), "r_gain": ("none", "raw", "dlg", "ig", "multistep"),
-                   "r": ("none", "raw", "dlg", "ig", "multistep"), "reid_top1": ("none", "raw", "dlg", "ig", "multistep")}
 QUANTITIES: dict[str, Quantity] = {q.key: q for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY, *LEAKAGE)}
 
 PER_CLASS_PREFIXES = ("personal_auroc_", "personal_f1_")
@@ -206,32 +207,42 @@ def attack_stats(attacks: pd.DataFrame | None) -> pd.DataFrame:
     return _sort_schemes(seed_client_stats(per_client, by), "attack")
 
 
-def _not_applicable_text(attacks: pd.DataFrame, scheme: str, metric: str) -> str | None:
-    """Why ``scheme`` has no ``metric`` value: the note of an attack that could have produced it and
-    reported ``applicable`` = 0 ("not applicable: nothing leaves the device", "... is not shared")."""
+def _not_applicable_text(attacks: pd.DataFrame | None, scheme: str, family: LeakageFamily) -> str | None:
+    """Why ``scheme`` has no value for a kind of leakage: the note of an attack that could have produced it
+    and reported ``applicable`` = 0 ("not applicable: nothing leaves the device", "... is not shared")."""
+    if attacks is None or attacks.empty:
+        return None
     grp = attacks[(attacks["scheme"] == scheme) & (attacks["metric"] == "applicable") & (attacks["value"] == 0)]
-    grp = grp[grp["attack"].isin(LEAKAGE_ATTACKS.get(metric, ()))]
+    grp = grp[grp["attack"].isin(family.attacks)]
     if grp.empty or "note" not in grp.columns:
         return None
     notes = sorted(str(n) for n in grp["note"].dropna() if str(n).startswith("not applicable"))
     return notes[0] if notes else None
 
 
-def best_leakage(attacks: pd.DataFrame | None) -> pd.DataFrame:
-    """Per scheme and leakage quantity, the strongest attack (by its mean over seeds) and its threat model."""
-    detail = attack_stats(attacks)
+def best_leakage(run: RunData) -> pd.DataFrame:
+    """Per scheme and kind of leakage: the calibrated (attack, score) with the strongest evidence.
+    mean = its gain over the best null, ci_low/ci_high = its adjusted interval, note = the verdict."""
+    from attacks.calibrate import QUANTITIES as CALIBRATED  # pylint: disable=import-outside-toplevel
+
+    leakage = run.leakage if run.leakage is not None else pd.DataFrame(columns=["scheme", "quantity"])
+    schemes = set(leakage["scheme"]) | (set(run.attacks["scheme"]) if run.attacks is not None else set())
+    seeds = int(run.results["seed"].nunique())
     rows = []
-    schemes = sorted_schemes(attacks["scheme"]) if attacks is not None and not attacks.empty else []
-    for scheme in schemes:
-        for q in LEAKAGE:
-            cand = detail[(detail["scheme"] == scheme) & (detail["metric"] == q.metric) & detail["mean"].notna()]
+    for scheme in sorted_schemes(schemes):
+        for fam in LEAKAGE:
+            cand = leakage[(leakage["scheme"] == scheme) & leakage["quantity"].isin(fam.quantities)]
             if not cand.empty:
-                cand = cand.sort_values(["attack", "threat_model"], kind="stable")
-                best = cand.loc[cand["mean"].idxmax() if q.higher_leaks_more else cand["mean"].idxmin()]
-                rows.append({"scheme": scheme, "quantity": q.key, **{c: best[c] for c in STAT_COLUMNS},
-                             "attack": best["attack"], "threat_model": best["threat_model"], "note": ""})
-            elif (why := _not_applicable_text(attacks, scheme, q.metric)) is not None:
-                rows.append({"scheme": scheme, "quantity": q.key, "mean": math.nan, "sd": math.nan,
+                ranked = cand.assign(_lo=cand["ci_low"].astype(float).fillna(-np.inf),
+                                     _g=cand["gain"].astype(float).fillna(-np.inf))
+                best = ranked.sort_values(["_lo", "_g", "attack"], ascending=[False, False, True], kind="stable").iloc[0]
+                rows.append({"scheme": scheme, "quantity": fam.key, "mean": float(best["gain"]), "sd": math.nan,
+                             "ci_low": float(best["ci_low"]), "ci_high": float(best["ci_high"]),
+                             "n_clients": int(best["n_clients"]), "n_seeds": seeds,
+                             "attack": f"{best['attack']}, {CALIBRATED[best['quantity']].label}",
+                             "threat_model": str(best["threat_model"]), "note": str(best["verdict"])})
+            elif (why := _not_applicable_text(run.attacks, scheme, fam)) is not None:
+                rows.append({"scheme": scheme, "quantity": fam.key, "mean": math.nan, "sd": math.nan,
                              "ci_low": math.nan, "ci_high": math.nan, "n_clients": 0, "n_seeds": 0,
                              "attack": "", "threat_model": why, "note": "not applicable"})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -247,10 +258,24 @@ def scheme_summary(run: RunData) -> pd.DataFrame:
     keys = [q.key for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY)]
     rows = per_metric[per_metric["metric"].isin(keys)].rename(columns={"metric": "quantity"})
     rows = rows.assign(attack="", threat_model="", note="")
-    out = pd.concat([rows, best_leakage(run.attacks)], ignore_index=True)[list(SUMMARY_COLUMNS)]
+    out = pd.concat([rows, best_leakage(run)], ignore_index=True)[list(SUMMARY_COLUMNS)]
     rank = {k: i for i, k in enumerate(QUANTITIES)}
     out = out.assign(_s=out["scheme"].map(scheme_key), _q=out["quantity"].map(rank))
     return out.sort_values(["_s", "_q"], kind="stable").drop(columns=["_s", "_q"]).reset_index(drop=True)
+
+
+def leak_verdicts(summary: pd.DataFrame, scheme: str) -> str:
+    """The kinds of leakage with verdict "leaks" for a scheme, e.g. "diagnoses, membership"; "none detected"
+    when every assessed kind has no evidence; "n/a (why)" when nothing could be attacked; "—" when not attacked."""
+    rows = [(fam, lookup(summary, scheme, fam.key)) for fam in LEAKAGE]
+    rows = [(fam, r) for fam, r in rows if r is not None]
+    if not rows:
+        return "—"
+    if all(r["note"] == "not applicable" for _, r in rows):
+        why = str(rows[0][1]["threat_model"])
+        return f"n/a ({why.split(':', 1)[-1].strip()})" if ":" in why else "n/a"
+    leaking = [fam.label.split(" (")[0] for fam, r in rows if r["note"] == "leaks"]
+    return ", ".join(leaking) if leaking else "none detected"
 
 
 def lookup(summary: pd.DataFrame, scheme: str, quantity: str) -> dict | None:

@@ -1,7 +1,6 @@
 """The comparison table printed in the terminal at the end of `mupriv simulate` and by `mupriv report`."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -9,9 +8,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.report.fmt import MISSING, fmt_interval, fmt_leakage, fmt_stat, fmt_value
+from simulator.report.fmt import MISSING, fmt_interval, fmt_stat, fmt_value
 from simulator.report.load import RunData, load_run
-from simulator.report.tables import lookup, run_schemes, scheme_summary
+from simulator.report.tables import leak_verdicts, lookup, run_schemes, scheme_summary
 
 # (header, quantity) of the numeric columns, in order
 _COLUMNS = (
@@ -47,31 +46,12 @@ def _device_cell(summary: pd.DataFrame, scheme: str) -> str:
     return "\n".join(parts) if parts else MISSING
 
 
-def _leak_cell(summary: pd.DataFrame, scheme: str, quantity: str) -> str:
-    row = lookup(summary, scheme, quantity)
-    if row is None:
-        return MISSING
-    text = escape(fmt_leakage(row, ci=False, with_source=False))
-    if row.get("note") != "not applicable" and row.get("threat_model"):
-        text += f"\n[dim]{escape(row['attack'])}; {escape(row['threat_model'])}[/dim]"
-    return text
-
-
-def _label_cell(summary: pd.DataFrame, scheme: str) -> str:
-    """Exact record labels where an attack recovers them, and which diagnoses a batch holds."""
-    exact = _leak_cell(summary, scheme, "label_leakage")
-    presence = lookup(summary, scheme, "label_presence")
-    if presence is None or presence.get("note") == "not applicable" or math.isnan(presence["mean"]):
-        return exact
-    return f"{exact}\n[dim]diagnoses present: F1 {fmt_value(presence['mean'], 'score')}[/dim]"
-
-
 # Below this width the comparison is printed as two tables (accuracy and bytes; cost and privacy)
 WIDE = 170
 
 
 def comparison_tables(run: str | Path | RunData, width: int = WIDE) -> list[Table]:
-    """One row per scheme: accuracy, forgetting, bytes, device cost, ε, label and waveform leakage;
+    """One row per scheme: accuracy, forgetting, bytes, device cost, ε, the kinds of leakage detected;
     split over two tables when the terminal is narrower than `WIDE`."""
     run = run if isinstance(run, RunData) else load_run(run)
     summary = scheme_summary(run)
@@ -79,8 +59,7 @@ def comparison_tables(run: str | Path | RunData, width: int = WIDE) -> list[Tabl
     title = f"{run.name}: mean ± sd over clients" + (f", 95% interval over {seeds} seeds" if seeds >= 2 else "")
     privacy = (("on-device cost", "right", lambda s: _device_cell(summary, s)),
                ("ε", "right", lambda s: fmt_stat(e, "epsilon", ci=False) if (e := lookup(summary, s, "epsilon")) else MISSING),
-               ("label leakage", "left", lambda s: _label_cell(summary, s)),
-               ("waveform leakage (r − prior r)", "left", lambda s: _leak_cell(summary, s, "waveform_prior_relative")))
+               ("leaks (calibrated)", "left", lambda s: escape(leak_verdicts(summary, s))))
     accuracy = tuple((h, "right", lambda s, q=q: _cell(summary, s, q, _KINDS[q])) for h, q in _COLUMNS)
     groups = [accuracy + privacy] if width >= WIDE else [accuracy, privacy]
     tables = []

@@ -1,0 +1,221 @@
+"""Calibrated leakage: each attack's gain over its null, a bootstrap interval, and a verdict.
+
+Scoring (attacks/score.py) writes *units*, one row per thing an attack can get right or wrong: a
+reconstructed record, an observation's label guess, a membership candidate. Each unit carries the
+attack's score (``value``) and what the best null control scored on the same unit through the same
+pipeline (``null``); membership units carry the truth (``label``: 1 member, 0 non-member) instead.
+
+For each (scheme, attack, quantity) this module reports:
+- the estimate (the mean score, or the AUC / TPR at 1% FPR for membership), the null level, the gain;
+- a 95% interval of the gain from a two-level bootstrap: clients (a patient in one seed's cohort) are
+  resampled, then units within each resampled client, so that records of one patient, which are not
+  independent, never count as independent evidence;
+- a verdict: "leaks" only when the interval's lower bound is above 0, else "no evidence".
+
+Choosing the strongest of several attacks (and of several scores of one kind of leakage, e.g. Pearson r
+and best-lag r of a waveform) is a multiple comparison: within a (scheme, family of quantities) the
+intervals are Bonferroni-adjusted for the number of (attack, quantity) pairs compared (each at level
+1 - 0.05 / m), so "some attack leaks this kind of information" holds with family-wise error at most 5%.
+The adjustment is stated per row.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+UNIT_COLUMNS = ["scheme", "client", "round", "attack", "threat_model", "quantity", "unit", "value", "null", "label"]
+LEAKAGE_COLUMNS = ["scheme", "quantity", "attack", "threat_model", "estimate", "null", "gain", "ci_low", "ci_high",
+                   "level", "compared", "n_units", "n_clients", "verdict", "note"]
+LEVEL = 0.95
+MIN_UNITS = 3  # fewer units than this give no interval worth the name
+N_BOOT = 2000
+LEAKS, NO_EVIDENCE, NOT_APPLICABLE = "leaks", "no evidence", "not applicable"
+
+
+@dataclass(frozen=True)
+class Quantity:
+    key: str
+    label: str
+    statistic: str  # "mean" (of value - null), "auc" or "tpr@fpr" (membership units)
+    higher_leaks: bool = True  # False: a lower value is the stronger attack (errors)
+    fpr: float = 0.0  # for "tpr@fpr"
+    chance: float | None = None  # the null of auc / tpr@fpr
+
+    @property
+    def family(self) -> str:
+        """waveform, reid, labels, features or membership: the kind of leakage, Bonferroni's unit."""
+        return self.key.split("_", 1)[0]
+
+
+QUANTITIES: dict[str, Quantity] = {q.key: q for q in (
+    Quantity("waveform_r", "waveform (Pearson r)", "mean"),
+    Quantity("waveform_lag_r", "waveform (best-lag r)", "mean"),
+    Quantity("reid_record", "re-identified record (top-1)", "mean"),
+    Quantity("reid_patient", "re-identified patient (top-1)", "mean"),
+    Quantity("labels_presence_f1", "diagnoses present (F1)", "mean"),
+    Quantity("labels_exact", "record diagnoses (exact)", "mean"),
+    Quantity("labels_count_mae", "diagnosis counts (MAE)", "mean", higher_leaks=False),
+    Quantity("features_ccos", "pooled features (centred cosine)", "mean"),
+    Quantity("membership_auc", "membership (AUC)", "auc", chance=0.5),
+    Quantity("membership_tpr1", "membership (TPR at 1% FPR)", "tpr@fpr", fpr=0.01, chance=0.01),
+)}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(member score > non-member score), ties counted half (Mann-Whitney)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # average ranks for ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
+    """The largest true-positive rate at a threshold whose false-positive rate is at most ``fpr``
+    (thresholds only between distinct scores; with few non-members the FPR steps are coarse)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    allowed = int(math.floor(fpr * neg + 1e-9))  # non-members that may score above the threshold
+    neg_sorted = np.sort(s[~y])[::-1]
+    # threshold strictly above the (allowed+1)-th highest non-member score
+    thr = neg_sorted[allowed] if allowed < neg else -np.inf
+    return float(np.mean(s[y] > thr))
+
+
+def _stat_fn(q: Quantity) -> Callable[[np.ndarray, np.ndarray, np.ndarray], float]:
+    if q.statistic == "mean":
+        sign = 1.0 if q.higher_leaks else -1.0
+        return lambda v, n, _l: float(sign * np.mean(v - n))
+    if q.statistic == "auc":
+        return lambda v, _n, l: auc(v, l) - (q.chance or 0.0)
+    if q.statistic == "tpr@fpr":
+        return lambda v, _n, l: tpr_at_fpr(v, l, q.fpr) - (q.chance or 0.0)
+    raise ValueError(f"unknown statistic {q.statistic!r}")
+
+
+def _seed_for(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q: Quantity, level: float,
+                   n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
+    """(gain, low, high): the gain on all units and its percentile interval from a two-level bootstrap
+    (clusters with replacement, then units with replacement within each drawn cluster; membership units
+    are resampled within members and within non-members, so every draw keeps both)."""
+    stat = _stat_fn(q)
+    value = np.concatenate([c[0] for c in clusters])
+    null = np.concatenate([c[1] for c in clusters])
+    label = np.concatenate([c[2] for c in clusters])
+    gain = stat(value, null, label)
+    rng = np.random.default_rng(seed)
+    alpha = 1.0 - level
+    if q.statistic == "mean":
+        sign = 1.0 if q.higher_leaks else -1.0
+        # Within-cluster resampled sums via multinomial counts: (n_boot, clusters) without a Python loop per draw.
+        sums = np.stack([rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)), size=n_boot) @ (sign * (v - n))
+                         for v, n, _ in clusters], axis=1)
+        sizes = np.array([len(v) for v, _, _ in clusters], np.float64)
+        pick = rng.integers(0, len(clusters), size=(n_boot, len(clusters)))
+        rows = np.arange(n_boot)[:, None]
+        boots = sums[rows, pick].sum(1) / sizes[pick].sum(1)
+    else:
+        boots = np.empty(n_boot)
+        for b in range(n_boot):
+            vs, ns, ls = [], [], []
+            for j in rng.integers(0, len(clusters), size=len(clusters)):
+                v, n, lab = clusters[j]
+                idx = np.concatenate([rng.choice(np.flatnonzero(lab == k), size=int((lab == k).sum()))
+                                      for k in (0, 1) if (lab == k).any()])
+                vs.append(v[idx]), ns.append(n[idx]), ls.append(lab[idx])
+            boots[b] = stat(np.concatenate(vs), np.concatenate(ns), np.concatenate(ls))
+        boots = boots[np.isfinite(boots)]
+        if len(boots) == 0:
+            return gain, math.nan, math.nan
+    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return gain, float(low), float(high)
+
+
+# ------------------------------------------------------------------------------------------ the table
+def _estimate(q: Quantity, frame: pd.DataFrame) -> tuple[float, float]:
+    """(the attack's own score, the null's) for display, on all units."""
+    if q.statistic == "mean":
+        return float(frame["value"].mean()), float(frame["null"].mean())
+    v, lab = frame["value"].to_numpy(np.float64), frame["label"].to_numpy(np.float64)
+    est = auc(v, lab) if q.statistic == "auc" else tpr_at_fpr(v, lab, q.fpr)
+    return est, float(q.chance or 0.0)
+
+
+def _clusters(frame: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    keys = ["seed", "client"] if "seed" in frame.columns else ["client"]
+    out = []
+    for _, grp in frame.groupby(keys, sort=True):
+        out.append((grp["value"].to_numpy(np.float64), grp["null"].to_numpy(np.float64),
+                    grp["label"].to_numpy(np.float64)))
+    return out
+
+
+def calibrate(units: pd.DataFrame, level: float = LEVEL, n_boot: int = N_BOOT) -> pd.DataFrame:
+    """LEAKAGE_COLUMNS, one row per (scheme, quantity, attack) with units; Bonferroni over the (attack,
+    quantity) pairs of a (scheme, family)."""
+    if units is None or units.empty:
+        return pd.DataFrame(columns=LEAKAGE_COLUMNS)
+    frame = units[units["quantity"].isin(list(QUANTITIES))].copy()
+    frame = frame[np.isfinite(frame["value"].astype(float))]
+    keep = [QUANTITIES[q].statistic != "mean" or np.isfinite(n) for q, n in zip(frame["quantity"], frame["null"].astype(float))]
+    frame = frame[keep]
+    frame["family"] = [QUANTITIES[q].family for q in frame["quantity"]]
+    rows = []
+    for (scheme, _family), fam in frame.groupby(["scheme", "family"], sort=True):
+        pairs = sorted(set(zip(fam["quantity"], fam["attack"])))
+        m = len(pairs)
+        adj_level = 1.0 - (1.0 - level) / m
+        for quantity, attack in pairs:
+            q = QUANTITIES[quantity]
+            sub = fam[(fam["quantity"] == quantity) & (fam["attack"] == attack)]
+            est, null = _estimate(q, sub)
+            clusters = _clusters(sub)
+            threat = ",".join(sorted(set(map(str, sub["threat_model"]))))
+            base = {"scheme": scheme, "quantity": quantity, "attack": attack, "threat_model": threat, "estimate": est,
+                    "null": null, "level": adj_level, "compared": m, "n_units": len(sub), "n_clients": len(clusters)}
+            if len(sub) < MIN_UNITS:
+                gain = _stat_fn(q)(sub["value"].to_numpy(float), sub["null"].to_numpy(float), sub["label"].to_numpy(float))
+                rows.append({**base, "gain": gain, "ci_low": math.nan, "ci_high": math.nan, "verdict": NO_EVIDENCE,
+                             "note": f"{len(sub)} unit(s): too few for an interval"})
+                continue
+            gain, low, high = bootstrap_gain(clusters, q, adj_level, n_boot, _seed_for(scheme, quantity, attack))
+            verdict = LEAKS if math.isfinite(low) and low > 0 else NO_EVIDENCE
+            note = f"Bonferroni over {m} (attack, score) pairs" if m > 1 else ""
+            rows.append({**base, "gain": gain, "ci_low": low, "ci_high": high, "verdict": verdict, "note": note})
+    out = pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
+    order = {k: i for i, k in enumerate(QUANTITIES)}
+    return (out.assign(_q=out["quantity"].map(order)).sort_values(["scheme", "_q", "attack"], kind="stable")
+            .drop(columns="_q").reset_index(drop=True))
+
+
+def strongest(leakage: pd.DataFrame, by: str = "quantity") -> pd.DataFrame:
+    """Per (scheme, quantity) -- or per (scheme, family) with by="family" -- the row with the strongest
+    evidence (the highest adjusted lower bound, then the highest gain). The intervals are already adjusted
+    for choosing among a family's rows, so its verdict is the scheme's verdict for that quantity/family."""
+    if leakage.empty:
+        return leakage
+    ranked = leakage.assign(_lo=leakage["ci_low"].astype(float).fillna(-np.inf),
+                            _g=leakage["gain"].astype(float).fillna(-np.inf),
+                            family=[QUANTITIES[q].family if q in QUANTITIES else q for q in leakage["quantity"]])
+    ranked = ranked.sort_values(["scheme", by, "_lo", "_g", "attack"], ascending=[True, True, False, False, True],
+                                kind="stable")
+    return ranked.groupby(["scheme", by], sort=True).head(1).drop(columns=["_lo", "_g"]).reset_index(drop=True)
