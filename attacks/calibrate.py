@@ -3,7 +3,8 @@
 Scoring (attacks/score.py) writes *units*, one row per thing an attack can get right or wrong: a
 reconstructed record, an observation's label guess, a membership candidate. Each unit carries the
 attack's score (``value``) and what the best null control scored on the same unit through the same
-pipeline (``null``); membership units carry the truth (``label``: 1 member, 0 non-member) instead.
+pipeline (``null``, of kind ``null_kind``: the kind that scores highest on average over the attack's
+units); membership units carry the truth (``label``: 1 member, 0 non-member) instead.
 
 For each (scheme, attack, quantity) this module reports:
 - the estimate (the mean score, or the AUC / TPR at 1% FPR for membership), the null level, the gain;
@@ -28,9 +29,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-UNIT_COLUMNS = ["scheme", "client", "round", "attack", "threat_model", "quantity", "unit", "value", "null", "label"]
-LEAKAGE_COLUMNS = ["scheme", "quantity", "attack", "threat_model", "estimate", "null", "gain", "ci_low", "ci_high",
-                   "level", "compared", "n_units", "n_clients", "verdict", "note"]
+UNIT_COLUMNS = ["scheme", "client", "round", "attack", "threat_model", "quantity", "unit", "value", "null", "null_kind",
+                "label"]
+LEAKAGE_COLUMNS = ["scheme", "quantity", "attack", "threat_model", "estimate", "null", "null_kind", "gain", "ci_low",
+                   "ci_high", "level", "compared", "n_units", "n_clients", "verdict", "note"]
 LEVEL = 0.95
 MIN_UNITS = 3  # fewer units than this give no interval worth the name
 N_BOOT = 2000
@@ -190,8 +192,12 @@ def calibrate(units: pd.DataFrame, level: float = LEVEL, n_boot: int = N_BOOT) -
             est, null = _estimate(q, sub)
             clusters = _clusters(sub)
             threat = ",".join(sorted(set(map(str, sub["threat_model"]))))
+            kinds = sorted({str(k) for k in sub["null_kind"].dropna() if str(k) not in ("", "nan")}) \
+                if "null_kind" in sub.columns else []
+            null_kind = ",".join(kinds) if kinds else (f"chance ({q.chance:g})" if q.chance is not None else "")
             base = {"scheme": scheme, "quantity": quantity, "attack": attack, "threat_model": threat, "estimate": est,
-                    "null": null, "level": adj_level, "compared": m, "n_units": len(sub), "n_clients": len(clusters)}
+                    "null": null, "null_kind": null_kind, "level": adj_level, "compared": m, "n_units": len(sub),
+                    "n_clients": len(clusters)}
             if len(sub) < MIN_UNITS:
                 gain = _stat_fn(q)(sub["value"].to_numpy(float), sub["null"].to_numpy(float), sub["label"].to_numpy(float))
                 rows.append({**base, "gain": gain, "ci_low": math.nan, "ci_high": math.nan, "verdict": NO_EVIDENCE,

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from attacks.calibrate import UNIT_COLUMNS
+from attacks.calibrate import QUANTITIES, UNIT_COLUMNS
 from attacks.metrics import cosine, label_scores, pair_scores, presence_scores, row_products, standardised_rows
 from attacks.model import attacker_model
 from attacks.nulls import (NULL_DRAWS, WAVEFORM_NULLS, count_baseline, majority_labels, null_records,
@@ -115,17 +115,37 @@ class Scorer:
         self._zc: np.ndarray | None = None  # the standardised cohort, for every similarity against it
 
     def units(self) -> pd.DataFrame:
-        """UNIT_COLUMNS: every unit scored so far (attacks/calibrate.py turns them into gains and verdicts)."""
-        frame = pd.DataFrame(self._units, columns=UNIT_COLUMNS)
+        """UNIT_COLUMNS: every unit scored so far (attacks/calibrate.py turns them into gains and verdicts).
+
+        A unit's ``null`` is the score of one null kind on that unit: the kind that scores best on average
+        over all units of the same (scheme, attack, quantity). Choosing the kind per unit instead would let a
+        deterministic null that happens to hit one client (the prior mean's nearest record belongs to
+        someone) set that client's bar at the maximum: a cherry-picked null, not an expected one."""
+        rows = []
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for u in self._units:
+            groups.setdefault((u["scheme"], u["attack"], u["quantity"]), []).append(u)
+        for (_, _, quantity), units in groups.items():
+            lower_better = not QUANTITIES[quantity].higher_leaks
+            kinds = sorted({k for u in units for k in u["nulls"]})
+            means = {k: _finite_mean([u["nulls"].get(k, math.nan) for u in units]) for k in kinds}
+            usable = {k: m for k, m in means.items() if math.isfinite(m)}
+            best = (min if lower_better else max)(usable, key=lambda k: (usable[k], k)) if usable else ""
+            for u in units:
+                rows.append({**{c: u[c] for c in UNIT_COLUMNS if c in u}, "null": u["nulls"].get(best, math.nan),
+                             "null_kind": best})
+        frame = pd.DataFrame(rows, columns=UNIT_COLUMNS)
         frame["round"] = frame["round"].astype("Int64")
         return frame
 
-    def _unit(self, res: AttackResult, obs: Observation, quantity: str, unit: Any, value: float, null: float) -> None:
+    def _unit(self, res: AttackResult, obs: Observation, quantity: str, unit: Any, value: float,
+              nulls: dict[str, float]) -> None:
+        """One unit: the attack's score and every null kind's score on the same unit."""
         if not math.isfinite(value):
             return
         self._units.append({"scheme": obs.scheme, "client": "+".join(obs.clients), "round": obs.round,
                             "attack": res.attack, "threat_model": res.threat_model, "quantity": quantity,
-                            "unit": str(unit), "value": float(value), "null": float(null), "label": math.nan})
+                            "unit": str(unit), "value": float(value), "label": math.nan, "nulls": dict(nulls)})
 
     # -------------------------------------------------------------------------------------- rows
     def rows(self, results: list[AttackResult]) -> pd.DataFrame:
@@ -184,7 +204,7 @@ class Scorer:
         out.update({f"null_presence_f1_{k}": v for k, v in nulls.items()})
         out["null_presence_f1"] = best
         out["presence_f1_gain"] = out["presence_f1"] - best
-        self._unit(res, obs, "labels_presence_f1", obs.round, out["presence_f1"], best)
+        self._unit(res, obs, "labels_presence_f1", obs.round, out["presence_f1"], nulls)
         return out
 
     def _counts(self, res: AttackResult, obs: Observation, y_true: np.ndarray) -> dict[str, float]:
@@ -192,7 +212,7 @@ class Scorer:
         mae = float(np.mean(np.abs(np.asarray(res.counts, np.float64) - true_counts)))
         base = count_baseline(self.prior, self._n_records(obs, len(y_true)), len(CLASSES))
         null = float(np.mean(np.abs(base - true_counts)))
-        self._unit(res, obs, "labels_count_mae", obs.round, mae, null)
+        self._unit(res, obs, "labels_count_mae", obs.round, mae, {"prevalence": null})
         return {"count_mae": mae, "null_count_mae": null}
 
     def _record_labels(self, res: AttackResult, obs: Observation, pred: np.ndarray, true: np.ndarray,
@@ -204,7 +224,7 @@ class Scorer:
         null_hits = np.all(self._majority[None, :] == np.asarray(true).astype(int), axis=1)
         out["null_label_exact"] = float(null_hits.mean())
         for k, (h, n) in enumerate(zip(hits, null_hits)):
-            self._unit(res, obs, "labels_exact", f"{obs.round}:{int(true_rows[k])}", float(h), float(n))
+            self._unit(res, obs, "labels_exact", f"{obs.round}:{int(true_rows[k])}", float(h), {"majority": float(n)})
         return out
 
     # -------------------------------------------------------------------------------------- waveforms
@@ -291,10 +311,9 @@ class Scorer:
                    records_reconstructed=float(len(rec)), records_true=float(len(true)))
         for k, (r, c) in enumerate(zip(rows, cols)):
             unit = f"{obs.round}:{int(c)}"
-            self._unit(res, obs, "waveform_r", unit, sc["r"][k], best["r"])
-            self._unit(res, obs, "waveform_lag_r", unit, sc["lag_r"][k], best["lag_r"])
-            self._unit(res, obs, "reid_record", unit, sc["reid_record"][k], best["reid_record"])
-            self._unit(res, obs, "reid_patient", unit, sc["reid_patient"][k], best["reid_patient"])
+            for quantity, metric in (("waveform_r", "r"), ("waveform_lag_r", "lag_r"), ("reid_record", "reid_record"),
+                                     ("reid_patient", "reid_patient")):
+                self._unit(res, obs, quantity, unit, sc[metric][k], {kind: lv[metric] for kind, lv in levels.items()})
             self.cases.append(Case(obs.scheme, "+".join(obs.clients), obs.round, res.attack, float(sc["r"][k]),
                                    rec[r].astype(np.float32), true[c], self.prior.mean))
         if res.labels is not None:
@@ -334,7 +353,7 @@ class Scorer:
             # null: a public record's own features, scored the same way (best of this client's records)
             null = float(np.nanmean([self._best_ccos(p, mine, centre) for p in public]))
             out["null_feat_ccos_best"] = null
-            self._unit(res, obs, "features_ccos", obs.round, out["feat_ccos_best"], null)
+            self._unit(res, obs, "features_ccos", obs.round, out["feat_ccos_best"], {"public-record": null})
             sims = np.array([cosine(f - centre, t - centre) for t in cohort])
             out["feat_reid_top1"] = float(int(np.nanargmax(sims)) in set(idx.tolist()))
             out["feat_reid_chance"] = len(idx) / len(cohort)

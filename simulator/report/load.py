@@ -103,7 +103,7 @@ def _read_leakage(run_dir: Path) -> pd.DataFrame | None:
     units_path = run_dir / UNITS_NAME
     if units_path.is_file():
         units = _read_csv(units_path)
-        _require_columns(units, units_path, UNIT_COLUMNS)
+        _require_columns(units, units_path, [c for c in UNIT_COLUMNS if c != "null_kind"])
         for c in ("value", "null", "label"):
             units[c] = _numbers(units, c, units_path)
         return calibrate(units)
