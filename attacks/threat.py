@@ -6,6 +6,19 @@ granted the public architecture (`ModelConfig`, wiring seed included), the globa
 each round, the training hyperparameters it put in the config it sent (learning rate, local epochs,
 batch size, positive-class weight) and public statistics (a population prior). It never sees a
 client's data, its random seeds, its batch order or its dropout masks.
+
+Each threat model is also placed on the axes the literature uses, so that a reader can compare with
+published attacks (docs/attacks.md, *Threat models*): the adversary's position (who), its access
+(what it observes: white-box parameters or updates, an aggregate, a released model), and the
+auxiliary knowledge it is granted, graded by how accessible that knowledge is to a real adversary as
+the gradient-leakage SoK of Du et al. (2024) grades the assumptions of published attacks:
+- K0, protocol knowledge: what the server has by running the protocol (architecture, the weights it
+  sent, the hyperparameters it configured, the num-examples clients report);
+- K1, public data: a population of ECGs from the same kind of source (the server's own source data);
+- K2, client-private side information: a client's labels, batch order, dropout masks, seeds. Never
+  granted here; where an attack would need it, it estimates it (labels from the sign rule) instead.
+Membership inference follows the challenger/attacker game that LeakPro builds on (Salem et al. 2023):
+the challenger (the evaluation) picks members and non-members, the attacker scores them.
 """
 from __future__ import annotations
 
@@ -21,6 +34,11 @@ OBSERVABLES: tuple[str, ...] = (NOTHING, RAW, UPDATES, CLIPPED, NOISED, AGGREGAT
 
 GRANTS: tuple[str, ...] = ("architecture", "global weights of the round", "local hyperparameters (lr, epochs, batch size, "
                            "optimiser, pos_weight)", "public population prior")
+KNOWLEDGE_LEVELS: dict[str, str] = {
+    "K0": "protocol knowledge (architecture, weights sent, configured hyperparameters, reported num-examples)",
+    "K1": "public data (a population of ECGs from the server's own source)",
+    "K2": "client-private side information (labels, batch order, dropout masks, seeds): never granted",
+}
 
 NOT_APPLICABLE_NOTHING = "not applicable: nothing leaves the device"
 
@@ -32,23 +50,38 @@ class ThreatModel:
     description: str
     grants: tuple[str, ...] = GRANTS
     applicable: bool = True  # False: there is nothing to attack
+    position: str = "honest-but-curious server, or an eavesdropper on an unencrypted channel"
+    access: str = ""  # what it observes, in the literature's terms
+    knowledge: tuple[str, ...] = ("K0", "K1")  # KNOWLEDGE_LEVELS granted
 
     def to_dict(self) -> dict:
         return {"name": self.name, "observable": self.observable, "description": self.description,
-                "grants": list(self.grants), "applicable": self.applicable}
+                "grants": list(self.grants), "applicable": self.applicable, "position": self.position,
+                "access": self.access, "knowledge": list(self.knowledge)}
 
 
 THREAT_MODELS: dict[str, ThreatModel] = {
-    NOTHING: ThreatModel("none", NOTHING, "only the model comes down; no data, gradients or weights go up", (), False),
+    NOTHING: ThreatModel("none", NOTHING, "only the model comes down; no data, gradients or weights go up", (), False,
+                         position="honest-but-curious server", access="nothing after the download", knowledge=()),
     RAW: ThreatModel("data-custodian", RAW, "the server receives each client's raw records: leakage is total by definition",
-                     ("raw records",)),
+                     ("raw records",), position="the server as data custodian", access="the raw records"),
     UPDATES: ThreatModel("curious-server", UPDATES, "the server sees each client's parameters after local training, "
-                         "per client and per round"),
-    CLIPPED: ThreatModel("curious-server-clipped", CLIPPED, "per-client updates after norm clipping"),
-    NOISED: ThreatModel("curious-server-dp", NOISED, "per-client updates after clipping and Gaussian noise (DP)"),
+                         "per client and per round", access="white-box: global weights and each client's update, every round"),
+    CLIPPED: ThreatModel("curious-server-clipped", CLIPPED, "per-client updates after norm clipping",
+                         access="white-box: each client's clipped update, every round"),
+    NOISED: ThreatModel("curious-server-dp", NOISED, "per-client updates after clipping and Gaussian noise (DP)",
+                        access="white-box: each client's clipped, noised update, every round"),
     AGGREGATE: ThreatModel("curious-server-secagg", AGGREGATE, "SecAgg+: the server learns only the sum of the "
-                           "sampled clients' updates in each round"),
+                           "sampled clients' updates in each round",
+                           access="white-box: the sum of the sampled clients' updates per round, and who was sampled"),
 }
+# Not tied to what a scheme sends: whoever holds a device's final model (a lost or stolen wearable, a
+# published personal model). Applies to every scheme, the on-device ones included.
+DEVICE_LOST = ThreatModel("device-lost", "the final personal model", "a lost, stolen or published device exposes its "
+                          "final personal model; membership of the patient's records is tested against it",
+                          ("architecture", "the device's final weights", "the pretrained model", "public population prior"),
+                          position="whoever holds the device or the published model",
+                          access="white-box: the final personal model (and the public pretrained model)")
 
 # The default observable per scheme, used when a run's scheme.json does not say.
 SCHEME_OBSERVABLE: dict[str, str] = {

@@ -233,6 +233,8 @@ def test_report_files_are_written_and_self_contained(rendered):
     assert "custom_metric" in text  # unknown metric in the appendix
     assert "n/a (nothing leaves the device)" in text
     assert "curious-server" in text
+    # the threat models used, on the literature's axes (position, access, knowledge levels)
+    assert "honest-but-curious server" in text and "K0, K1" in text and "client-private side information" in text
     assert not list(run.glob(".*.tmp"))  # no temporary files left behind
 
 

@@ -108,6 +108,24 @@ def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
                          "n/a: the threat model has nothing to attack; —: not attacked.")
 
 
+def _threat_table(run: RunData) -> Table | None:
+    """The threat models this run's attacks assumed, on the literature's axes (attacks/threat.py)."""
+    from attacks.threat import DEVICE_LOST, KNOWLEDGE_LEVELS, THREAT_MODELS  # pylint: disable=import-outside-toplevel
+
+    names: set[str] = set()
+    for frame in (run.attacks, run.leakage):
+        if frame is not None and "threat_model" in frame.columns:
+            names |= {n for v in frame["threat_model"].dropna() for n in str(v).split(",") if n}
+    known = {t.name: t for t in (*THREAT_MODELS.values(), DEVICE_LOST)}
+    rows = [[n, known[n].position, known[n].access, ", ".join(known[n].knowledge) or "—"]
+            for n in sorted(names) if n in known and known[n].applicable]
+    if not rows:
+        return None
+    levels = "; ".join(f"{k}: {v}" for k, v in KNOWLEDGE_LEVELS.items())
+    return Table(["threat model", "adversary", "access", "knowledge granted"], rows,
+                 caption=f"Knowledge levels, graded by how accessible they are to a real adversary: {levels}.")
+
+
 def _leakage_detail_table(leakage: pd.DataFrame | None) -> Table | None:
     if leakage is None or leakage.empty:
         return None
@@ -211,6 +229,7 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
     leak = _leakage_table(summary, schemes)
     if leak is not None:
         blocks += [Heading("Leakage", 3), leak]
+        add(_threat_table(run))
     elif run.attacks is not None:
         blocks += [Heading("Leakage", 3), Para("This run's attacks were scored before calibration (no leakage.csv or "
                                                 "leakage_units.csv): re-attack it with `mupriv attack RUN_DIR` for "
