@@ -47,6 +47,7 @@ class Quantity:
     higher_leaks: bool = True  # False: a lower value is the stronger attack (errors)
     fpr: float = 0.0  # for "tpr@fpr"
     chance: float | None = None  # the null of auc / tpr@fpr
+    short: str = ""  # a few characters for table cells
 
     @property
     def family(self) -> str:
@@ -55,16 +56,16 @@ class Quantity:
 
 
 QUANTITIES: dict[str, Quantity] = {q.key: q for q in (
-    Quantity("waveform_r", "waveform (Pearson r)", "mean"),
-    Quantity("waveform_lag_r", "waveform (best-lag r)", "mean"),
-    Quantity("reid_record", "re-identified record (top-1)", "mean"),
-    Quantity("reid_patient", "re-identified patient (top-1)", "mean"),
-    Quantity("labels_presence_f1", "diagnoses present (F1)", "mean"),
-    Quantity("labels_exact", "record diagnoses (exact)", "mean"),
-    Quantity("labels_count_mae", "diagnosis counts (MAE)", "mean", higher_leaks=False),
-    Quantity("features_ccos", "pooled features (centred cosine)", "mean"),
-    Quantity("membership_auc", "membership (AUC)", "auc", chance=0.5),
-    Quantity("membership_tpr1", "membership (TPR at 1% FPR)", "tpr@fpr", fpr=0.01, chance=0.01),
+    Quantity("waveform_r", "waveform (Pearson r)", "mean", short="r"),
+    Quantity("waveform_lag_r", "waveform (best-lag r)", "mean", short="lag r"),
+    Quantity("reid_record", "re-identified record (top-1)", "mean", short="record"),
+    Quantity("reid_patient", "re-identified patient (top-1)", "mean", short="patient"),
+    Quantity("labels_presence_f1", "diagnoses present (F1)", "mean", short="presence F1"),
+    Quantity("labels_exact", "record diagnoses (exact)", "mean", short="exact labels"),
+    Quantity("labels_count_mae", "diagnosis counts (MAE)", "mean", higher_leaks=False, short="count MAE"),
+    Quantity("features_ccos", "pooled features (centred cosine)", "mean", short="ccos"),
+    Quantity("membership_auc", "membership (AUC)", "auc", chance=0.5, short="AUC"),
+    Quantity("membership_tpr1", "membership (TPR at 1% FPR)", "tpr@fpr", fpr=0.01, chance=0.01, short="TPR@1%"),
 )}
 
 

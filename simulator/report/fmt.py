@@ -97,7 +97,9 @@ def fmt_leakage(row: Mapping[str, Any] | None, *, ci: bool = True, with_source: 
     text = f"{row.get('note') or '?'} {fmt_value(row['mean'], 'delta')}"
     if ci:
         interval = fmt_interval(row, "delta")
-        text += f" [{interval}]" if interval else ""
-    if with_source and row.get("attack"):
-        text += f" ({row['attack']}; {row['threat_model']})" if row.get("threat_model") else f" ({row['attack']})"
+        units = row.get("n_units")
+        text += f" [{interval}]" if interval else (f" ({int(units)} unit{'s' * (int(units) != 1)}: no interval)"
+                                                     if finite(units) else "")
+    if row.get("attack"):  # which attack and score: a kind of leakage has several
+        text += f" ({row['attack']}; {row['threat_model']})" if with_source and row.get("threat_model") else f" ({row['attack']})"
     return text

@@ -96,7 +96,9 @@ def _read_leakage(run_dir: Path) -> pd.DataFrame | None:
     path = run_dir / LEAKAGE_NAME
     if path.is_file():
         frame = _read_csv(path)
-        _require_columns(frame, path, LEAKAGE_COLUMNS)
+        _require_columns(frame, path, [c for c in LEAKAGE_COLUMNS if c != "null_kind"])
+        if "null_kind" not in frame.columns:
+            frame["null_kind"] = ""
         for c in ("estimate", "null", "gain", "ci_low", "ci_high", "level", "compared", "n_units", "n_clients"):
             frame[c] = _numbers(frame, c, path)
         return frame

@@ -32,7 +32,7 @@ SCHEME_ORDER = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg"
                 "fedrep", "fedper", "fed-mu")
 
 STAT_COLUMNS = ("mean", "sd", "ci_low", "ci_high", "n_clients", "n_seeds")
-SUMMARY_COLUMNS = ("scheme", "quantity", *STAT_COLUMNS, "attack", "threat_model", "note")
+SUMMARY_COLUMNS = ("scheme", "quantity", *STAT_COLUMNS, "attack", "threat_model", "note", "n_units")
 
 
 @dataclass(frozen=True)
@@ -239,8 +239,9 @@ def best_leakage(run: RunData) -> pd.DataFrame:
                 rows.append({"scheme": scheme, "quantity": fam.key, "mean": float(best["gain"]), "sd": math.nan,
                              "ci_low": float(best["ci_low"]), "ci_high": float(best["ci_high"]),
                              "n_clients": int(best["n_clients"]), "n_seeds": seeds,
-                             "attack": f"{best['attack']}, {CALIBRATED[best['quantity']].label}",
-                             "threat_model": str(best["threat_model"]), "note": str(best["verdict"])})
+                             "attack": f"{best['attack']}, {CALIBRATED[best['quantity']].short}",
+                             "threat_model": str(best["threat_model"]), "note": str(best["verdict"]),
+                             "n_units": int(best["n_units"])})
             elif (why := _not_applicable_text(run.attacks, scheme, fam)) is not None:
                 rows.append({"scheme": scheme, "quantity": fam.key, "mean": math.nan, "sd": math.nan,
                              "ci_low": math.nan, "ci_high": math.nan, "n_clients": 0, "n_seeds": 0,
@@ -257,7 +258,7 @@ def scheme_summary(run: RunData) -> pd.DataFrame:
     per_metric = metric_stats(run.results)
     keys = [q.key for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY)]
     rows = per_metric[per_metric["metric"].isin(keys)].rename(columns={"metric": "quantity"})
-    rows = rows.assign(attack="", threat_model="", note="")
+    rows = rows.assign(attack="", threat_model="", note="", n_units=math.nan)
     out = pd.concat([rows, best_leakage(run)], ignore_index=True)[list(SUMMARY_COLUMNS)]
     rank = {k: i for i, k in enumerate(QUANTITIES)}
     out = out.assign(_s=out["scheme"].map(scheme_key), _q=out["quantity"].map(rank))
