@@ -88,7 +88,7 @@ class RunInfo:
 class Observation:
     scheme: str
     round: int | None
-    kind: str  # "update", "aggregate", "raw" or "nothing"
+    kind: str  # "update", "aggregate", "raw", "nothing", or "disaggregated" (attacks/disaggregate.py)
     threat: ThreatModel
     model: ModelConfig
     data: DataSpec

@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 
 from attacks.budget import Budget, get_budget
+from attacks.disaggregate import KIND as DISAGGREGATED
+from attacks.disaggregate import Disaggregation, disaggregation_report
 from attacks.observe import Observation, RunInfo, observe_run
 from attacks.priors import PopulationPrior, population_prior
 from attacks.score import Case, Scorer, load_truth
@@ -56,6 +58,20 @@ class AttackReport:
     prior: PopulationPrior
 
 
+DISAGGREGATED_SUFFIX = "+disagg"
+
+
+def _disaggregation_row(d: Disaggregation, observations: list[Observation]) -> AttackResult:
+    """One attacks.csv row per disaggregation window: its rank, conditioning, residual and who was recovered."""
+    last = d.rounds.observations[-1]
+    i = next(k for k, o in enumerate(observations) if o is last)
+    summary = d.summary()
+    note = "" if d.observations else "not applicable: no client identifiable (" + "; ".join(
+        sorted(set(d.skipped.values()))) + ")"
+    return AttackResult("disaggregate", i, last.threat.name, settings=summary, residual=float(summary["residual"]),
+                        note=note)
+
+
 def observation_seed(seed: int, index: int) -> int:
     return (seed * 100_003 + index * 7_919) % (2**31)
 
@@ -74,13 +90,19 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
     b = get_budget(budget)
     info, observations = observe_run(Path(run_dir))
     prior = population_prior(Path(run_dir), info.data, info.model.n_leads, b.prior_samples)
+    windows = disaggregation_report(observations, info)  # [] unless the server sees aggregates only
+    observations = observations + [o for d in windows for o in d.observations]
     targets = inversion_targets(observations, b.max_targets)
-    results: list[AttackResult] = []
+    results: list[AttackResult] = [_disaggregation_row(d, observations) for d in windows if d.rounds.observations]
     with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         for i, obs in enumerate(observations):
             if progress:
                 progress(i, len(observations), obs.key)
-            results.extend(run_attacks(obs, i, AttackContext(prior, b, observation_seed(seed, i)), i in targets))
+            found = run_attacks(obs, i, AttackContext(prior, b, observation_seed(seed, i)), i in targets)
+            if obs.kind == DISAGGREGATED:  # the same attacks on a recovered per-client update: kept apart
+                for res in found:
+                    res.attack = f"{res.attack}{DISAGGREGATED_SUFFIX}"
+            results.extend(found)
     if progress:
         progress(len(observations), len(observations), "done")
     return info, observations, prior, results

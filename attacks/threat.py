@@ -72,7 +72,8 @@ THREAT_MODELS: dict[str, ThreatModel] = {
     NOISED: ThreatModel("curious-server-dp", NOISED, "per-client updates after clipping and Gaussian noise (DP)",
                         access="white-box: each client's clipped, noised update, every round"),
     AGGREGATE: ThreatModel("curious-server-secagg", AGGREGATE, "SecAgg+: the server learns only the sum of the "
-                           "sampled clients' updates in each round",
+                           "sampled clients' updates in each round, and whom it sampled; with partial participation "
+                           "it can disaggregate across rounds (Lam et al. 2021)",
                            access="white-box: the sum of the sampled clients' updates per round, and who was sampled"),
 }
 # Not tied to what a scheme sends: whoever holds a device's final model (a lost or stolen wearable, a

@@ -4,8 +4,9 @@ the server, a `NumPyClient` behind `secaggplus_mod` on the device).
 
 The server never sees an individual update: the ledger holds the protocol messages it relays (public
 keys, encrypted shares, masked quantised vectors) and, as a "server" entry per round, the unmasked
-aggregate it reconstructs, with the number of clients summed in it. The final model reaches every
-device as a legacy evaluate message whose reply carries nothing useful (zero loss, zero examples).
+aggregate it reconstructs, with the number of clients summed in it, their total examples and (bookkeeping)
+their partition ids. The final model reaches every device as a legacy evaluate message whose reply
+carries nothing useful (zero loss, zero examples).
 """
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def _seeded_quantisation(seed: int):  # noqa: ANN202 - a Flower mod
     return mod
 
 
+def aggregate_metrics(grid: Any, results: list) -> dict[str, Any]:
+    """What the server knows about the aggregate it unmasked: how many clients it sums, their total weight
+    (SecAgg+ unmasks the sum of the weights with the weighted sum, and Flower's legacy workflow passes each
+    client's num_examples in clear) and, as simulation bookkeeping, the partitions of the nodes it summed
+    (only survivors are summed, so these can be fewer than the round's recipients)."""
+    metrics: dict[str, Any] = {"num-clients": len(results), "aggregate-of": "params-mean",
+                               "num-examples": int(sum(int(res.num_examples) for _, res in results))}
+    to_partition = getattr(grid, "node_to_partition", None) or {}
+    pids = [to_partition.get(proxy.node_id) for proxy, _ in results]
+    if pids and all(p is not None for p in pids):
+        metrics["partition-ids"] = [int(p) for p in pids]
+    return metrics
+
+
 def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
     from flwr.client import NumPyClient  # pylint: disable=import-outside-toplevel
     from flwr.client.mod import secaggplus_mod  # pylint: disable=import-outside-toplevel
@@ -110,8 +125,7 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
             if results and hasattr(self.grid, "observe"):
                 total = parameters_to_ndarrays(results[0][1].parameters)
-                self.grid.observe(server_round, dict(zip(names, total)), {"num-clients": len(results),
-                                                                      "aggregate-of": "params-mean"})
+                self.grid.observe(server_round, dict(zip(names, total)), aggregate_metrics(self.grid, results))
             return super().aggregate_fit(server_round, results, failures)
 
         def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]
