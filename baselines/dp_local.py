@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from flwr.app import ConfigRecord, Context
@@ -51,8 +51,14 @@ def dp_train_on_device(
     noise_multiplier: float,
     max_grad_norm: float,
     delta: float,
+    grad_hook: Callable[[Any], None] | None = None,
 ) -> PhaseResult:
-    """`epochs * ceil(n / batch)` DP-SGD steps, each on a Poisson sample with rate batch / n."""
+    """`epochs * ceil(n / batch)` DP-SGD steps, each on a Poisson sample with rate batch / n.
+
+    `grad_hook` is for auditing only (`attacks.audit`): called with the Opacus `DPOptimizer` after each
+    step's backward pass and before `opt.step()`, so before clipping and noise. It may append rows to
+    each trainable parameter's `grad_sample` (an auditor's canary gradients, sampled like records) and
+    may `opt.attach_step_hook` to read the noised gradient. None (the default) leaves training as it was."""
     import simulator.core.private  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     from opacus import GradSampleModule  # pylint: disable=import-outside-toplevel
     from opacus.optimizers import DPOptimizer  # pylint: disable=import-outside-toplevel
@@ -88,6 +94,8 @@ def dp_train_on_device(
             else:
                 loss = masked_bce(gsm(data.x[pick]), data.y[pick], data.known[pick], phase.pos_weight)
                 loss.backward()
+            if grad_hook is not None:
+                grad_hook(opt)
             opt.step()
             total += float(loss.detach())
             result.steps += 1

@@ -119,6 +119,9 @@ class AttacksConfig:
     budget: str = field(default="quick", metadata={"help": 'compute per attack: "quick", "standard" or "thorough" (iterations, restarts, targets)'})
     run: tuple[str, ...] = field(default=("labels", "features", "dlg", "ig", "multistep"),
                                  metadata={"help": "attack families to run where the threat model allows them"})
+    audit: bool = field(default=True, metadata={"help": "dp-fedavg (mode dp-sgd): audit one device's DP-SGD with canaries "
+                                                        "after the scheme runs; an empirical lower bound on epsilon "
+                                                        "next to the accountant's (docs/attacks.md, DP audit)"})
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ names from here.
     leakage_units.csv        per unit (record, label guess, membership candidate) the attack's score and
                              the best null's (UNITS_FILE)
     leakage.csv              the calibrated gains, intervals and verdicts (LEAKAGE_FILE)
+    audit.csv                dp-fedavg only: the DP audit's epsilon lower bounds, in attacks.csv's form
+                             (AUDIT_FILE; kept apart because re-attacking a ledger does not redo it)
 
 A `simulate` run folder holds the last three for all its cells together, with a seed column.
 """
@@ -31,6 +33,7 @@ MODELS_DIR = "models"
 ATTACKS_FILE = "attacks.csv"
 UNITS_FILE = "leakage_units.csv"
 LEAKAGE_FILE = "leakage.csv"
+AUDIT_FILE = "audit.csv"
 
 
 def truth_file(run_dir: Path, client: str) -> Path:

@@ -83,7 +83,10 @@ class SchemeRun:
     def describe(self, study: Study) -> dict[str, Any]:
         ft = self.setup.finetune
         params = dataclasses.asdict(self.params)
-        dp = {k: params[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode") if k in params} or None
+        # the DP parameters the devices used: the setup's, after preflight (a target_epsilon resolved into a noise
+        # multiplier), not the configured ones; the attacker's threat model reads this block
+        used = self.setup.params
+        dp = {k: used[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode") if k in used} or None
         return {
             "scheme": self.scheme.name,
             "summary": self.scheme.summary,

@@ -135,7 +135,8 @@ def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None) ->
         say(f"seed {seed}: attacking {cell.parent.name}'s ledger ({budget} budget)")
         shutil.rmtree(cell / "plots", ignore_errors=True)
         _attack_cell(cell, cfg, budget, seed)
-    attacks = pd.concat([pd.read_csv(c / layout.ATTACKS_FILE) for c in cells], ignore_index=True)
+    attacks = pd.concat([pd.read_csv(c / name) for c in cells for name in (layout.ATTACKS_FILE, layout.AUDIT_FILE)
+                         if (c / name).is_file()], ignore_index=True)
     _atomic_csv(attacks, run_dir / layout.ATTACKS_FILE)
     _write_leakage(run_dir, cells)
     shutil.rmtree(run_dir / "plots", ignore_errors=True)
@@ -174,6 +175,9 @@ def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, pla
     say(f"seed {seed}: running {scheme}")
     run = run_scheme(study, scheme, work / "work" / f"seed-{seed}" / scheme)
     run.save(cell, study, truth_from=truth)
+    if plan.attack and study.config.attacks.audit and scheme == "dp-fedavg" and run.setup.params.get("mode") == "dp-sgd":
+        say(f"seed {seed}: auditing dp-fedavg's DP-SGD with canaries")
+        _atomic_csv(_audit(study, run, seed), cell / layout.AUDIT_FILE)
     long = to_long(run.table, seed)
     timing = long["metric"].isin(TIMING_METRICS)
     _atomic_csv(long[~timing], cell / "results.csv")
@@ -183,6 +187,26 @@ def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, pla
         _attack_cell(cell, study.config, plan.attack_budget, seed)
     (cell / DONE_MARK).write_text("")
     shutil.rmtree(work / "work" / f"seed-{seed}" / scheme, ignore_errors=True)  # probes: scratch only
+
+
+def _audit(study: Study, run, seed: int) -> pd.DataFrame:  # noqa: ANN001 - simulator.runner.SchemeRun
+    """The one-run DP audit (attacks/audit.py) of the device with the fewest records (the largest sample rate,
+    hence the largest epsilon), with the same DP parameters, steps and pretrained start: white-box gradient
+    canaries and flipped-label public records (the server's held-out source records)."""
+    from attacks.audit import DPSGDConfig, audit_dp_sgd, audit_rows  # pylint: disable=import-outside-toplevel
+    from attacks.run import ATTACK_THREADS, torch_threads  # pylint: disable=import-outside-toplevel
+
+    dp = DPSGDConfig.from_setup(run.setup)
+    model = study.pretrained()
+    client = min(study.clients, key=lambda c: (len(c.train), c.id))
+    rows = []
+    with torch_threads(ATTACK_THREADS):
+        for canaries, public in (("gradient", None), ("input", study.source_test)):
+            for res in audit_dp_sgd(model.cfg, model.state_dict(), client.train, public, dp, canaries, seed=seed):
+                rows += audit_rows(res, client=client.id)
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "seed", seed)
+    return frame
 
 
 def _attack_cell(cell: Path, cfg: RunConfig, budget: str, seed: int) -> None:
@@ -229,7 +253,8 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
         frame.insert(0, "seed", seed)
         ledgers.append(frame)
     pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)
-    attack_parts = [pd.read_csv(c / layout.ATTACKS_FILE) for *_, c in cells if (c / layout.ATTACKS_FILE).is_file()]
+    attack_parts = [pd.read_csv(c / name) for *_, c in cells for name in (layout.ATTACKS_FILE, layout.AUDIT_FILE)
+                    if (c / name).is_file()]
     attacks = pd.concat(attack_parts, ignore_index=True) if attack_parts else None
     if attacks is not None:
         attacks.to_csv(work / layout.ATTACKS_FILE, index=False, float_format="%.10g")

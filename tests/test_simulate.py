@@ -76,7 +76,7 @@ def two_runs(tmp_path_factory):
 def test_run_folder_has_every_file_and_column(two_runs):
     run = two_runs[0]
     for name in ("config.toml", "manifest.json", "results.csv", "timings.csv", "ledger.csv", "attacks.csv",
-                 "report.md", "report.html"):
+                 "leakage.csv", "leakage_units.csv", "report.md", "report.html"):
         assert (run / name).is_file(), name
     assert not list(run.parent.glob(".*partial"))
     results = pd.read_csv(run / "results.csv")
@@ -104,7 +104,19 @@ def test_every_scheme_is_attacked_or_marked_not_applicable(two_runs):
     fedavg = attacks[attacks["scheme"] == "fedavg"]
     assert {"labels", "features", "dlg", "ig", "multistep"} <= set(fedavg["attack"])
     assert set(fedavg["threat_model"]) == {"curious-server"}
-    assert set(attacks[attacks["scheme"] == "dp-fedavg"]["threat_model"]) == {"curious-server-dp"}
+    dp = attacks[attacks["scheme"] == "dp-fedavg"]
+    assert set(dp[~dp["attack"].str.startswith("dp-audit")]["threat_model"]) == {"curious-server-dp"}
+    # the DP audit: an empirical lower bound never above the accountant's epsilon for a valid mechanism
+    audit = dp[dp["attack"].str.startswith("dp-audit")].pivot_table(index=["attack", "threat_model"], columns="metric",
+                                                                     values="value")
+    assert set(audit.index.get_level_values("attack")) == {"dp-audit-gradient", "dp-audit-input"}
+    assert ((audit["eps_lower_bound"] >= 0) & (audit["eps_lower_bound"] <= audit["eps_accountant"])).all()
+    # calibrated leakage: per-unit scores and verdicts with their nulls
+    leakage = pd.read_csv(two_runs[0] / "leakage.csv")
+    assert {"verdict", "gain", "ci_low", "ci_high", "null_kind"} <= set(leakage.columns)
+    assert set(leakage["verdict"]) <= {"leaks", "no evidence"}
+    assert (leakage[leakage["scheme"] == "central"]["verdict"] == "leaks").any()
+    assert {"value", "null", "quantity"} <= set(pd.read_csv(two_runs[0] / "leakage_units.csv").columns)
     assert set(attacks[attacks["scheme"] == "secagg-fedavg"]["threat_model"]) == {"curious-server-secagg"}
     assert list((two_runs[0] / "plots").glob("fedavg-*.png"))  # example reconstructions for the report
     assert "## Example reconstructions" in (two_runs[0] / "report.md").read_text()

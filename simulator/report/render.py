@@ -108,6 +108,37 @@ def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
                          "n/a: the threat model has nothing to attack; —: not attacked.")
 
 
+def _audit_table(attacks: pd.DataFrame | None) -> Table | None:
+    """The DP audit's empirical lower bounds on epsilon next to the accountant's (attacks/audit.py)."""
+    if attacks is None or attacks.empty:
+        return None
+    audit = attacks[attacks["attack"].astype(str).str.startswith("dp-audit")]
+    if audit.empty:
+        return None
+    rows = []
+    for (scheme, attack, observation), grp in audit.groupby(["scheme", "attack", "threat_model"], sort=True):
+        val = grp.groupby("metric")["value"]
+        mean = val.mean()
+        lo, hi = val.min(), val.max()
+
+        def cell(metric: str, kind: str = "epsilon") -> str:
+            if metric not in mean.index:
+                return MISSING
+            text = fmt_value(mean[metric], kind)
+            return text if lo[metric] == hi[metric] else f"{text} ({fmt_value(lo[metric], kind)}–{fmt_value(hi[metric], kind)})"
+
+        rows.append([scheme, attack.removeprefix("dp-audit-"), observation.removeprefix("auditor-"), cell("eps_lower_bound"),
+                     cell("eps_lower_bound_ideal"), cell("eps_accountant"),
+                     f"{cell('audit_correct', 'count')} / {cell('audit_guesses', 'count')}", cell("canaries", "count"),
+                     str(grp["seed"].nunique())])
+    return Table(["scheme", "canaries", "observation", "ε lower bound (95%)", "ideal mechanism", "accountant ε",
+                  "correct / guesses", "canaries", "seeds"], rows,
+                 caption="One-run audit (Steinke, Nasr & Jagielski 2023) of one device's DP-SGD: mean over seeds (range). "
+                         "A valid mechanism is never audited above its accountant ε (except with probability 5%); the "
+                         "ideal mechanism's bound is what the same audit gets on a perfect Gaussian mechanism, so the "
+                         "distance to the accountant's ε is the one-run method's looseness, not extra safety.")
+
+
 def _threat_table(run: RunData) -> Table | None:
     """The threat models this run's attacks assumed, on the literature's axes (attacks/threat.py)."""
     from attacks.threat import DEVICE_LOST, KNOWLEDGE_LEVELS, THREAT_MODELS  # pylint: disable=import-outside-toplevel
@@ -226,6 +257,8 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
         table = _quantity_table(summary, schemes, quantities)
         if table is not None:
             blocks += [Heading(title, 3), table]
+            if quantities is PRIVACY:
+                add(_audit_table(run.attacks))
     leak = _leakage_table(summary, schemes)
     if leak is not None:
         blocks += [Heading("Leakage", 3), leak]
