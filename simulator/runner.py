@@ -98,7 +98,10 @@ class SchemeRun:
             "device_parts": list(self.scheme.device_parts),
             "threat": {"optimizer": "adamw", "lr": ft["lr"], "local_epochs": params.get("local_epochs", ft["epochs"]),
                        "batch_size": ft["batch_size"], "pos_weight": ft["pos_weight"], "weight_decay": ft["weight_decay"],
-                       "kernel_lr": ft["kernel_lr"], "schedule": "cosine"},
+                       "kernel_lr": ft["kernel_lr"],
+                       # DP-SGD on the device (baselines.dp_local) keeps the learning rate constant; every other
+                       # local training follows train_phase's cosine schedule
+                       "schedule": "constant" if (dp or {}).get("mode") == "dp-sgd" else "cosine"},
             # the public input format: the attacker needs it to shape its dummy records and band limit
             "data": {k: getattr(study.config.data, k) for k in ("length", "fs", "scale")},
             "dp": dp,

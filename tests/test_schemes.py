@@ -194,3 +194,17 @@ def test_dp_epsilon_grows_per_round_and_matches_opacus(study, tmp_path):
         reference.step(noise_multiplier=1.3, sample_rate=q)
     assert eps[-1] == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_scheme_record_holds_the_dp_parameters_the_devices_used(study, tmp_path):
+    """With target_epsilon set, the devices train at the noise multiplier the preflight derived, and scheme.json
+    (which the attacker's threat model reads) must say that one, not the configured 1.0; DP-SGD on the device
+    keeps its learning rate constant, so the granted schedule is "constant"."""
+    params = get_scheme("dp-fedavg").make_params({"target_epsilon": 20.0})
+    run = run_scheme(study, "dp-fedavg", tmp_path / "dp", params=params)
+    described = run.describe(study)
+    used = run.setup.params["noise_multiplier"]
+    assert used != params.noise_multiplier and described["dp"]["noise_multiplier"] == used
+    assert described["threat"]["schedule"] == "constant"
+    assert run.table["epsilon"].max() == pytest.approx(20.0, rel=0.05)
+    assert run_scheme(study, "fedavg", tmp_path / "fa").describe(study)["threat"]["schedule"] == "cosine"
