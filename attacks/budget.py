@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from simulator.errors import MuprivError
 
-ATTACKS: tuple[str, ...] = ("labels", "features", "dlg", "ig", "multistep")
+ATTACKS: tuple[str, ...] = ("labels", "attribute", "features", "dlg", "ig", "multistep", "membership")
 
 
 @dataclass(frozen=True)
@@ -19,26 +19,48 @@ class Budget:
     name: str = "quick"
     attacks: tuple[str, ...] = ATTACKS  # which attacks run (when applicable)
     max_targets: int | None = 1  # observations that get the inversion attacks (smallest batches first); None: all
-    max_records: int = 1  # dummy records reconstructed per observation (the batch may hold more)
-    dlg_iters: int = 4  # L-BFGS outer steps (each up to `dlg_inner` function evaluations)
+    max_records: int | None = 1  # dummy records per inversion; None: one per record behind the update (num-examples)
+    unroll: bool = False  # dlg and ig replay the client's real local training when it was not one SGD step
+    # (multistep is then ig's duplicate and skipped); False: they use the one-step (FedSGD) view
+    tol: float = 0.05  # converged: the best objective fell by less than tol (relative) over the window
+    dlg_iters: int = 4  # L-BFGS outer steps (each up to `dlg_inner` iterations): the iteration cap
     dlg_inner: int = 8
+    dlg_window: int = 3  # outer steps in the convergence window
     dlg_restarts: int = 1
-    ig_iters: int = 40  # Adam steps per restart
+    dlg_seconds: float | None = 2.0  # time cap per inversion (all restarts); None: the iteration cap only
+    ig_iters: int = 60  # Adam steps per restart: the iteration cap
     ig_restarts: int = 1
-    ig_lr: float = 0.01  # step size in units of the signal's value range
+    ig_lr: float = 0.1  # Adam step in units of the prior's standard deviation (Geiping et al.)
+    ig_decays: int = 3  # plateaus answered by a step decay (x0.1) before the run counts as converged
+    ig_window: int = 20  # Adam steps in the convergence window (ig and multistep)
+    ig_basis: str = "whitened"  # "whitened" (the prior's spectrum), "fourier" or "samples"; see docs/attacks.md
+    init_scale: float = 1.0  # sd of the Gaussian initialisation around the prior (restarts after the first), in prior sds
+    ig_seconds: float | None = 2.0
     multistep_iters: int = 20
     multistep_restarts: int = 1
-    max_unroll_steps: int = 8  # local steps unrolled by the multi-step attack (more are truncated, and said so)
+    multistep_seconds: float | None = 2.0
+    max_unroll_steps: int = 8  # local steps unrolled (more are truncated, and said so)
     precision: str = "float32"  # "float64" matches below float32's resolution (slower)
     bandlimit_hz: float | None = 40.0  # inversions optimise only frequencies below this; None: every sample
     prior_samples: int = 48  # public records used for the population prior and label-count calibration
-    tv_weight: float = 0.0  # IG smoothness prior (mean squared first difference / variance); see docs/attacks.md
+    tv_weight: float = 0.0  # IG 1-D total variation (mean |first difference| / prior sd); see docs/attacks.md
+    spectral_weight: float = 0.0  # IG Gaussian prior with the public records' power spectrum
     period_weight: float = 0.0  # IG periodicity prior (1 - best autocorrelation at a heart-rate lag)
     einthoven_weight: float = 0.0  # IG limb-lead consistency prior (III = II - I, ...)
+    attribute_shadow_clients: int = 256  # pseudo-clients simulated per round for the attribute classifier
+    attribute_features: str = "motor-bias"  # which update entries the attribute classifier reads
+    attribute_mode: str = "linear"  # "linear": per-record gradients at the round's weights; "exact": every step
+    attribute_device_variants: int = 8  # electrode placements the pseudo-clients wear (0: the public device only)
+    attribute_placement_deg: float = 30.0  # SD of the assumed lead-frame rotation per body axis
+    attribute_contact_gain_sd: float = 0.4  # SD of the assumed log contact gain per electrode
+    mi_shadows: int = 4  # LiRA shadow models per exposed model (0: no LiRA)
+    mi_max_targets: int | None = 4  # client updates / aggregates that get LiRA (smallest batches first); None: all
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "float64"):
             raise MuprivError(f"budget precision must be float32 or float64, got {self.precision!r}")
+        if self.ig_basis not in ("whitened", "fourier", "samples"):
+            raise MuprivError(f"budget ig_basis must be whitened, fourier or samples, got {self.ig_basis!r}")
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise MuprivError(f"unknown attack(s) {unknown} in the budget; attacks are {list(ATTACKS)}")
@@ -56,10 +78,12 @@ class Budget:
 PRESETS: dict[str, Budget] = {
     "quick": Budget(),
     "standard": Budget(name="standard", max_targets=8, max_records=4, dlg_iters=15, dlg_inner=15, ig_iters=300,
-                       ig_restarts=2, multistep_iters=100, max_unroll_steps=16, precision="float64", prior_samples=96),
+                       ig_restarts=2, multistep_iters=100, max_unroll_steps=16, precision="float64", prior_samples=96,
+                       attribute_shadow_clients=512, mi_shadows=8, mi_max_targets=8),
     "thorough": Budget(name="thorough", max_targets=None, max_records=16, dlg_iters=40, dlg_inner=20, dlg_restarts=2,
                        ig_iters=1000, ig_restarts=3, multistep_iters=400, multistep_restarts=2, max_unroll_steps=64,
-                       precision="float64", prior_samples=256),
+                       precision="float64", prior_samples=256, attribute_shadow_clients=1024, mi_shadows=16,
+                       mi_max_targets=None),
 }
 
 

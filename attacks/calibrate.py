@@ -29,6 +29,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from attacks.metrics import auc, tpr_at_fpr
+
 UNIT_COLUMNS = ["scheme", "client", "round", "attack", "threat_model", "quantity", "unit", "value", "null", "null_kind",
                 "label"]
 LEAKAGE_COLUMNS = ["scheme", "quantity", "attack", "threat_model", "estimate", "null", "null_kind", "gain", "ci_low",
@@ -70,36 +72,6 @@ QUANTITIES: dict[str, Quantity] = {q.key: q for q in (
 
 
 # ------------------------------------------------------------------------------------------ statistics
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve: P(member score > non-member score), ties counted half (Mann-Whitney)."""
-    s, y = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        return math.nan
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    # average ranks for ties
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
-    """The largest true-positive rate at a threshold whose false-positive rate is at most ``fpr``
-    (thresholds only between distinct scores; with few non-members the FPR steps are coarse)."""
-    s, y = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        return math.nan
-    allowed = int(math.floor(fpr * neg + 1e-9))  # non-members that may score above the threshold
-    neg_sorted = np.sort(s[~y])[::-1]
-    # threshold strictly above the (allowed+1)-th highest non-member score
-    thr = neg_sorted[allowed] if allowed < neg else -np.inf
-    return float(np.mean(s[y] > thr))
-
-
 def _stat_fn(q: Quantity) -> Callable[[np.ndarray, np.ndarray, np.ndarray], float]:
     if q.statistic == "mean":
         sign = 1.0 if q.higher_leaks else -1.0

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata
 
 
 # ------------------------------------------------------------------------------------------ similarity
@@ -190,6 +191,31 @@ def presence_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
     return {"presence_acc": float(np.mean(p == t)), "presence_exact": float(np.all(p == t)),
             "presence_f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan}
+
+
+# ------------------------------------------------------------------------------------------ membership
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC (ties count one half): the Mann-Whitney statistic."""
+    labels = np.asarray(labels).astype(bool)
+    n1, n0 = int(labels.sum()), int((~labels).sum())
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    ranks = rankdata(np.asarray(scores, np.float64))
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
+    """The largest share of members above a threshold that lets at most floor(fpr * n) non-members through
+    (strictly above: ties at the threshold count against the attacker)."""
+    labels = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, np.float64)
+    neg = np.sort(s[~labels])[::-1]
+    if labels.sum() == 0 or len(neg) == 0:
+        return math.nan
+    allowed = int(math.floor(fpr * len(neg) + 1e-9))
+    if allowed >= len(neg):
+        return 1.0
+    return float(np.mean(s[labels] > neg[allowed]))
 
 
 # ------------------------------------------------------------------------------------------ features

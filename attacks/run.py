@@ -12,6 +12,8 @@ usable as a public prior) and truth/population_mean.npz.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,8 +22,10 @@ import pandas as pd
 import torch
 
 from attacks.budget import Budget, get_budget
+from attacks.calibrate import UNIT_COLUMNS
 from attacks.disaggregate import KIND as DISAGGREGATED
 from attacks.disaggregate import Disaggregation, disaggregation_report
+from attacks.membership import MI_PRIOR_SAMPLES, MembershipTarget, prepare_membership, score_membership
 from attacks.observe import Observation, RunInfo, observe_run
 from attacks.priors import PopulationPrior, population_prior
 from attacks.score import Case, Scorer, load_truth
@@ -108,23 +112,57 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
     return info, observations, prior, results
 
 
+def membership_targets(run_dir: Path, info: RunInfo, observations: list[Observation], budget: str | Budget,
+                       seed: int = 0) -> list[MembershipTarget]:
+    """Stage (b) for membership inference: every model the run exposes, with its shadow models trained on
+    public records. Reads the ledger, scheme.json, RUN_DIR/models/ (the device-lost threat) and the server's
+    source data; never a client's records."""
+    b = get_budget(budget)
+    if "membership" not in b.attacks:
+        return []
+    prior = population_prior(Path(run_dir), info.data, info.model.n_leads, MI_PRIOR_SAMPLES)
+    with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
+        return prepare_membership(Path(run_dir), info, observations, prior, seed=seed, n_shadows=b.mi_shadows,
+                                  max_targets=b.mi_max_targets)
+
+
+def _membership_frames(targets: list[MembershipTarget], run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The challenger's part: score the targets on members and non-members. Each row's attack is named
+    <method>@<model kind> (a fedavg run exposes client updates, global models and device models: their
+    scores must not pool); each per-record unit serves both membership quantities."""
+    rows, units = score_membership(targets, Path(run_dir))
+    kinds = [json.loads(s).get("kind", "") for s in rows["settings"]]
+    rows["attack"] = [f"{a}@{k}" if k else a for a, k in zip(rows["attack"], kinds)]
+    units = units.assign(attack=[f"{a}@{k}" for a, k in zip(units["attack"], units["kind"])], null=math.nan,
+                         null_kind="")
+    both = pd.concat([units.assign(quantity=q) for q in ("membership_auc", "membership_tpr1")], ignore_index=True)
+    return rows, both[UNIT_COLUMNS]
+
+
 def score_results(run_dir: Path, info: RunInfo, observations: list[Observation], results: list[AttackResult],
-                  prior: PopulationPrior, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[Case]]:
+                  prior: PopulationPrior, seed: int = 0, membership: list[MembershipTarget] | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, list[Case]]:
     """Stage (c): join RUN_DIR/truth and score every result: (attacks.csv rows, units, cases)."""
     clients = tuple(dict.fromkeys([*info.clients, *(c for o in observations for c in o.clients)]))
     truth = load_truth(Path(run_dir), clients)
     scorer = Scorer(observations, truth, prior, seed)
     with torch_threads(ATTACK_THREADS):  # the scorer's products run on torch threads too
         frame = scorer.rows(results)
+        units = scorer.units()
+        if membership:
+            mi_rows, mi_units = _membership_frames(membership, run_dir)
+            frame = pd.concat([frame, mi_rows], ignore_index=True)
+            units = pd.concat([units, mi_units], ignore_index=True)
     if truth.missing:
         frame.loc[frame["client"].isin(truth.missing), "note"] = "no truth file: not scored"
-    return frame, scorer.units(), scorer.cases
+    return frame, units, scorer.cases
 
 
 def attack_run_report(run_dir: Path, budget: str | Budget = "quick", seed: int = 0,
                       progress: Progress | None = None) -> AttackReport:
     info, observations, prior, results = attack_observations(run_dir, budget, seed, progress)
-    frame, units, cases = score_results(run_dir, info, observations, results, prior, seed)
+    targets = membership_targets(run_dir, info, observations, budget, seed)
+    frame, units, cases = score_results(run_dir, info, observations, results, prior, seed, membership=targets)
     return AttackReport(frame, units, cases, info, observations, results, prior)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from attacks.analytic import recover_encoder_input, recover_pooled_features
+from attacks.attribute import attack_attribute, budget_options
 from attacks.budget import Budget
 from attacks.inversion import InversionConfig, invert
 from attacks.labels import calibrate_counts, estimate_labels, gradient_like, motor_bias_name
@@ -36,6 +37,9 @@ class AttackResult:
     counts: np.ndarray | None = None  # (classes,) estimated positives
     features: np.ndarray | None = None  # (d_model,) pooled features
     encoder_input: np.ndarray | None = None  # (leads,) weighted mean input sample
+    converged: bool | None = None  # iterative attacks: stopped on the convergence criterion (None: closed form)
+    iterations: int = 0  # iterative attacks: iterations of the reported run
+    stop_reason: str = ""  # "converged", "iteration cap", "time cap" or "not finite"
 
     @property
     def applicable(self) -> bool:
@@ -109,6 +113,8 @@ def attack_features(obs: Observation, i: int, ctx: AttackContext) -> AttackResul
 
 
 def build_problem(obs: Observation, n_examples: int, seed: int = 0) -> MatchProblem:
+    """The matching problem of one observation: the public model at the round's weights, the observed update,
+    the granted local training and `n_examples` records behind the update (all clients for an aggregate)."""
     model = attacker_model(obs.model, obs.base_params(), seed=seed)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -121,55 +127,106 @@ def build_problem(obs: Observation, n_examples: int, seed: int = 0) -> MatchProb
                         local_steps=obs.local_steps, kernel_names=kernel_param_names(model))
 
 
-def attack_inversion(obs: Observation, i: int, ctx: AttackContext, method: str, known: AttackResult | None) -> AttackResult:
-    """method: "dlg", "ig" or "multistep" (Inverting Gradients' objective on the unrolled local steps)."""
-    b = ctx.budget
-    if not obs.update:
-        return _na(method, i, obs, "no parameter update observed")
-    unroll = method == "multistep"
-    steps = _steps(obs)
-    if unroll and steps == 1 and obs.training.optimizer == "sgd":
-        return _na(method, i, obs, "one SGD step: identical to ig")
-    n_examples = obs.num_examples or max(b.max_records, obs.num_clients)
-    n_rec = max(1, min(n_examples, b.max_records))
-    labels_known = known is not None and known.labels is not None and n_rec == n_examples == 1
-    prior = ctx.prior
-    cfg = InversionConfig(
-        method="dlg" if method == "dlg" else "ig",
+def _one_sgd_step(obs: Observation) -> bool:
+    """The one-step (FedSGD) view is exact only for a single plain SGD step (Adam's first step is ~lr sign(g))."""
+    return _steps(obs) == 1 and obs.training.optimizer == "sgd"
+
+
+def _update_view(obs: Observation, b: Budget, method: str) -> tuple[bool, str]:
+    """(unroll, description): which model of the client's update this attack fits at this budget."""
+    steps, opt = _steps(obs), obs.training.optimizer
+    if _one_sgd_step(obs):
+        return False, "one step (FedSGD view): exact for one SGD step"
+    if method == "multistep" or b.unroll:
+        return True, f"unrolled: the client's {steps} local {opt} step(s) replayed"
+    return False, (f"one step (FedSGD view) of {steps} local {opt} step(s): an approximation; budget "
+                   f"{b.name!r} leaves the unrolled view to multistep")
+
+
+def _record_count(obs: Observation, b: Budget) -> tuple[int, int, str]:
+    """(dummy records, records behind the update, note): one dummy per record unless the budget caps it."""
+    known = obs.num_examples is not None
+    n_examples = obs.num_examples or max(b.max_records or 1, obs.num_clients)
+    n_rec = n_examples if b.max_records is None else max(1, min(n_examples, b.max_records))
+    note = "" if known else f"records behind the update not reported: assumed {n_examples}"
+    if n_rec < n_examples:
+        note = f"reconstructing {n_rec} of {n_examples} records: budget cap max_records"
+    return n_rec, n_examples, note
+
+
+def _inversion_config(method: str, obs: Observation, b: Budget, prior: PopulationPrior, n_rec: int, unroll: bool,
+                      labels_known: bool, seed: int) -> InversionConfig:
+    """The budget's settings for one attack. DLG: L2 per observed tensor on band-limited Fourier coefficients,
+    L-BFGS, no priors. IG and multistep: cosine, signed Adam, the budget's basis and priors."""
+    dlg = method == "dlg"
+    return InversionConfig(
+        method="dlg" if dlg else "ig",
         n_records=n_rec,
         iters={"dlg": b.dlg_iters, "ig": b.ig_iters, "multistep": b.multistep_iters}[method],
         inner=b.dlg_inner,
         restarts={"dlg": b.dlg_restarts, "ig": b.ig_restarts, "multistep": b.multistep_restarts}[method],
         lr=b.ig_lr,
+        tol=b.tol,
+        window=b.dlg_window if dlg else b.ig_window,
+        max_seconds={"dlg": b.dlg_seconds, "ig": b.ig_seconds, "multistep": b.multistep_seconds}[method],
+        decays=b.ig_decays,
         unroll=unroll,
         max_unroll_steps=b.max_unroll_steps,
         labels="known" if labels_known else "joint",
-        init="random" if method == "dlg" else "prior",
-        tv_weight=0.0 if method == "dlg" else b.tv_weight,
-        period_weight=0.0 if method == "dlg" else b.period_weight,
-        einthoven_weight=0.0 if method == "dlg" or obs.data.scale == "lead" else b.einthoven_weight,
+        init="prior",
+        init_scale=b.init_scale,
+        basis="fourier" if dlg else b.ig_basis,
+        per_tensor=dlg,
+        tv_weight=0.0 if dlg else b.tv_weight,
+        spectral_weight=0.0 if dlg else b.spectral_weight,
+        period_weight=0.0 if dlg else b.period_weight,
+        einthoven_weight=0.0 if dlg or obs.data.scale == "lead" else b.einthoven_weight,
         lags=lag_range(prior.fs, obs.data.length),
         value_range=(prior.lo, prior.hi),
         bandlimit_hz=b.bandlimit_hz if b.bandlimit_hz is None or b.bandlimit_hz < prior.fs / 2 else None,
         fs=prior.fs,
-        seed=ctx.seed,
+        seed=seed,
     )
+
+
+def attack_inversion(obs: Observation, i: int, ctx: AttackContext, method: str, known: AttackResult | None) -> AttackResult:
+    """method: "dlg", "ig" or "multistep" (Inverting Gradients' objective on the unrolled local steps).
+    Whether dlg and ig unroll the client's local training is the budget's `unroll`; the note says which
+    view was fitted and how many of the update's records were reconstructed."""
+    b = ctx.budget
+    if not obs.update:
+        return _na(method, i, obs, "no parameter update observed")
+    if method == "multistep" and _one_sgd_step(obs):
+        return _na(method, i, obs, "one SGD step: identical to ig")
+    if method == "multistep" and b.unroll and "ig" in b.attacks:
+        return AttackResult(method, i, obs.threat.name, note=f"skipped: ig unrolls the local steps at budget {b.name!r} "
+                            "(the same objective)")
+    unroll, view = _update_view(obs, b, method)
+    steps = _steps(obs)
+    n_rec, n_examples, records_note = _record_count(obs, b)
+    labels_known = known is not None and known.labels is not None and n_rec == n_examples == 1
+    cfg = _inversion_config(method, obs, b, ctx.prior, n_rec, unroll, labels_known, ctx.seed)
     problem = build_problem(obs, n_examples, seed=ctx.seed)
     if b.precision == "float64":
         problem.to(torch.float64)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
-        rec = invert(problem, cfg, known_labels=known.labels if labels_known and known else None, prior_mean=prior.mean)
+        rec = invert(problem, cfg, known_labels=known.labels if labels_known and known else None,
+                     prior_mean=ctx.prior.mean, prior_samples=ctx.prior.samples)
     settings = cfg.to_dict()
-    settings.update(steps=steps, steps_unrolled=rec.steps_unrolled if unroll else 1,
-                    update_model="unrolled " + obs.training.optimizer if unroll else "one step (FedSGD view)",
-                    restart_residuals=rec.restart_residuals, observed_tensors=len(problem.observed),
+    settings.update(steps=steps, steps_unrolled=rec.steps_unrolled if unroll else 1, update_model=view,
+                    records=n_rec, records_behind_update=n_examples, converged=rec.converged, iterations=rec.iterations,
+                    stop_reason=rec.stop_reason, evaluations=rec.evaluations, restart_residuals=rec.restart_residuals,
+                    restart_stops=rec.restart_stops, observed_tensors=len(problem.observed),
                     labels_from="label attack (sign rule)" if labels_known else "optimised jointly", precision=b.precision)
-    note = ""
+    notes = [records_note] if records_note else []
     if unroll and rec.steps_unrolled < steps:
-        note = f"unrolled {rec.steps_unrolled} of {steps} local steps (budget)"
-    return AttackResult(method, i, obs.threat.name, settings, note=note, residual=max(0.0, rec.residual),
-                        seconds=rec.seconds, x=rec.x, labels=rec.labels)
+        notes.append(f"unrolled {rec.steps_unrolled} of {steps} local steps: budget cap max_unroll_steps")
+    if not unroll and not _one_sgd_step(obs):
+        notes.append(view)
+    return AttackResult(method, i, obs.threat.name, settings, note="; ".join(notes), residual=max(0.0, rec.residual),
+                        seconds=rec.seconds, x=rec.x, labels=rec.labels, converged=rec.converged,
+                        iterations=rec.iterations, stop_reason=rec.stop_reason)
 
 
 def attack_raw(obs: Observation, i: int) -> AttackResult:
@@ -199,6 +256,8 @@ def run_attacks(obs: Observation, i: int, ctx: AttackContext, invert_this: bool 
             results.append(labels)
         elif name == "features":
             results.append(attack_features(obs, i, ctx))
+        elif name == "attribute":
+            results.append(attack_attribute(obs, i, ctx, **budget_options(ctx.budget)))
         elif not invert_this:
             results.append(AttackResult(name, i, obs.threat.name, note=f"skipped: outside the budget's "
                                         f"{ctx.budget.max_targets} inversion target(s)"))

@@ -76,13 +76,22 @@ THREAT_MODELS: dict[str, ThreatModel] = {
                            "it can disaggregate across rounds (Lam et al. 2021)",
                            access="white-box: the sum of the sampled clients' updates per round, and who was sampled"),
 }
-# Not tied to what a scheme sends: whoever holds a device's final model (a lost or stolen wearable, a
-# published personal model). Applies to every scheme, the on-device ones included.
-DEVICE_LOST = ThreatModel("device-lost", "the final personal model", "a lost, stolen or published device exposes its "
-                          "final personal model; membership of the patient's records is tested against it",
-                          ("architecture", "the device's final weights", "the pretrained model", "public population prior"),
+# Not tied to what a scheme sends: models that are broadcast or that a device keeps. They apply to every
+# scheme that has them, the on-device ones included (membership inference, attacks/membership.py).
+DEVICE_LOST = ThreatModel("device-lost", "the device's final model",
+                          "a lost, stolen or published device: its final personal model, with the pretrained model it "
+                          "started from (the first download in the ledger)",
+                          ("architecture", "the device's final model", "the pretrained model", "local hyperparameters",
+                           "public population prior"),
                           position="whoever holds the device or the published model",
                           access="white-box: the final personal model (and the public pretrained model)")
+GLOBAL_MODEL = ThreatModel("global-model", "global models",
+                           "the server, any device or anyone the model is published to: the global model of each round "
+                           "as broadcast", ("architecture", "the global models", "the pretrained model",
+                                            "local hyperparameters", "public population prior"),
+                           position="the server, any participating device, or anyone the model is published to",
+                           access="white-box: every broadcast global model")
+
 
 # The default observable per scheme, used when a run's scheme.json does not say.
 SCHEME_OBSERVABLE: dict[str, str] = {
@@ -119,4 +128,4 @@ def attacks_for(threat: ThreatModel) -> tuple[str, ...]:
         return ()
     if threat.observable == RAW:
         return ("raw",)
-    return ("labels", "features", "dlg", "ig", "multistep")
+    return ("labels", "attribute", "features", "dlg", "ig", "multistep")

@@ -117,7 +117,7 @@ class AttacksConfig:
 
     enabled: bool = field(default=True, metadata={"help": "attack every scheme's ledger after it runs (the privacy column); --no-attacks turns it off"})
     budget: str = field(default="quick", metadata={"help": 'compute per attack: "quick", "standard" or "thorough" (iterations, restarts, targets)'})
-    run: tuple[str, ...] = field(default=("labels", "features", "dlg", "ig", "multistep"),
+    run: tuple[str, ...] = field(default=("labels", "attribute", "features", "dlg", "ig", "multistep", "membership"),
                                  metadata={"help": "attack families to run where the threat model allows them"})
     audit: bool = field(default=True, metadata={"help": "dp-fedavg (mode dp-sgd): audit one device's DP-SGD with canaries "
                                                         "after the scheme runs; an empirical lower bound on epsilon "

@@ -24,7 +24,8 @@ from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
 from tests.test_attacks_support import fedavg_run_dir, query_run_dir, secagg_view
 
-TINY = Budget(name="tiny", max_targets=None, max_records=2, dlg_iters=2, dlg_inner=4, ig_iters=8, multistep_iters=4, prior_samples=8)
+TINY = Budget(name="tiny", max_targets=None, max_records=2, dlg_iters=2, dlg_inner=4, ig_iters=8, multistep_iters=4, prior_samples=8,
+             attribute_shadow_clients=32, mi_shadows=0)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,13 @@ def _value(frame: pd.DataFrame, attack: str, metric: str) -> pd.Series:
 def test_attack_run_on_a_fedavg_run(fedavg_dir):
     frame = attack_run(fedavg_dir, TINY, seed=0)
     assert list(frame.columns) == ["scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings", "note"]
-    assert set(frame["client"]) == {"client-000", "client-001"} and set(frame["round"]) == {1, 2}
-    assert set(frame["threat_model"]) == {"curious-server"}
+    per_client = frame[~frame["attack"].str.startswith("mi-")]
+    assert set(per_client["client"]) == {"client-000", "client-001"} and set(per_client["round"]) == {1, 2}
+    assert set(frame[~frame["attack"].str.startswith("mi-")]["threat_model"]) == {"curious-server"}
+    # membership inference on every model the server holds: the round's client models and the global models
+    mi = frame[frame["attack"].str.startswith("mi-")]
+    assert {"mi-loss@client-update", "mi-calibrated@client-update", "mi-loss@global"} <= set(mi["attack"])
+    assert set(mi["threat_model"]) == {"curious-server", "global-model"}
     # Batch-1 SGD updates: every diagnosis and the pooled features leak exactly.
     assert (_value(frame, "labels", "label_exact") == 1.0).all() and len(_value(frame, "labels", "label_exact")) == 4
     assert (_value(frame, "features", "feat_ccos_best") > 0.999).all()

@@ -141,13 +141,13 @@ def _audit_table(attacks: pd.DataFrame | None) -> Table | None:
 
 def _threat_table(run: RunData) -> Table | None:
     """The threat models this run's attacks assumed, on the literature's axes (attacks/threat.py)."""
-    from attacks.threat import DEVICE_LOST, KNOWLEDGE_LEVELS, THREAT_MODELS  # pylint: disable=import-outside-toplevel
+    from attacks.threat import DEVICE_LOST, GLOBAL_MODEL, KNOWLEDGE_LEVELS, THREAT_MODELS  # pylint: disable=import-outside-toplevel
 
     names: set[str] = set()
     for frame in (run.attacks, run.leakage):
         if frame is not None and "threat_model" in frame.columns:
             names |= {n for v in frame["threat_model"].dropna() for n in str(v).split(",") if n}
-    known = {t.name: t for t in (*THREAT_MODELS.values(), DEVICE_LOST)}
+    known = {t.name: t for t in (*THREAT_MODELS.values(), DEVICE_LOST, GLOBAL_MODEL)}
     rows = [[n, known[n].position, known[n].access, ", ".join(known[n].knowledge) or "—"]
             for n in sorted(names) if n in known and known[n].applicable]
     if not rows:
