@@ -26,6 +26,7 @@ from simulator.core.model import PARTS
 from simulator.errors import MuprivError
 
 MODES = ("dp-sgd", "client-level")
+NOISE_SOURCES = ("secret", "seeded")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class DPParams(FederatedParams):
     max_grad_norm: float = param(1.0, "per-sample (dp-sgd) or per-update (client-level) clipping norm")
     delta: float = param(1e-5, "delta of the reported (epsilon, delta) guarantee")
     target_epsilon: float = param(0.0, "dp-sgd: derive the noise multiplier to end at this epsilon; 0 = use noise_multiplier")
+    noise: str = param("secret", "dp-sgd: 'secret' draws each device's noise and batch sampling from the OS's randomness, "
+                                 "which no one can replay (a real device); 'seeded' derives them from the run seed, so a "
+                                 "run repeats exactly (simulation only: a server that knows the seed could remove the noise)")
 
     def check(self) -> str | None:
         problem = super().check()
@@ -42,7 +46,9 @@ class DPParams(FederatedParams):
             return problem
         if self.mode not in MODES:
             return f"mode {self.mode!r} unknown; choose from {list(MODES)}"
-        if self.noise_multiplier < 0 or self.max_grad_norm <= 0 or not 0 < self.delta < 1 or self.target_epsilon < 0:
+        if self.noise not in NOISE_SOURCES:
+            return f"noise {self.noise!r} unknown; choose from {list(NOISE_SOURCES)}"
+        if not (self.noise_multiplier >= 0 and self.max_grad_norm > 0 and 0 < self.delta < 1 and self.target_epsilon >= 0):
             return "need noise_multiplier >= 0, max_grad_norm > 0, 0 < delta < 1, target_epsilon >= 0"
         return None
 
@@ -73,7 +79,8 @@ def _train(setup, context: Context, model, rnd, config, params: DPParams):  # no
         eps = epsilon_of([(params.noise_multiplier, params.fraction_train, rnd)], params.delta) if params.noise_multiplier > 0 else float("inf")
     else:
         result = dp_train_on_device(setup, context, model, PARTS, params.local_epochs, rnd,
-                                    params.noise_multiplier, params.max_grad_norm, params.delta)
+                                    params.noise_multiplier, params.max_grad_norm, params.delta,
+                                    secret_noise=params.noise == "secret")
         eps = epsilon_of(dp_history(context), params.delta) if params.noise_multiplier > 0 else float("inf")
     counters = dict(context.state[TALLY_KEY])  # type: ignore[arg-type]
     counters["epsilon"] = eps

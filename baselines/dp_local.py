@@ -5,6 +5,7 @@ the device keeps for the whole run (so epsilon covers every round it took part i
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -52,13 +53,18 @@ def dp_train_on_device(
     max_grad_norm: float,
     delta: float,
     grad_hook: Callable[[Any], None] | None = None,
+    secret_noise: bool = False,
 ) -> PhaseResult:
     """`epochs * ceil(n / batch)` DP-SGD steps, each on a Poisson sample with rate batch / n.
 
     `grad_hook` is for auditing only (`attacks.audit`): called with the Opacus `DPOptimizer` after each
     step's backward pass and before `opt.step()`, so before clipping and noise. It may append rows to
     each trainable parameter's `grad_sample` (an auditor's canary gradients, sampled like records) and
-    may `opt.attach_step_hook` to read the noised gradient. None (the default) leaves training as it was."""
+    may `opt.attach_step_hook` to read the noised gradient. None (the default) leaves training as it was.
+
+    `secret_noise`: the Gaussian noise and the Poisson batch sampling (both part of the mechanism the
+    accountant assumes secret) come from the OS's randomness instead of the device seed, so that no one who
+    knows the run seed can replay and subtract them. Everything else stays seeded."""
     import simulator.core.private  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     from opacus import GradSampleModule  # pylint: disable=import-outside-toplevel
     from opacus.optimizers import DPOptimizer  # pylint: disable=import-outside-toplevel
@@ -74,8 +80,12 @@ def dp_train_on_device(
     trainable = set_trainable(model, parts)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sampler = torch.Generator().manual_seed(seed)
-        noise = torch.Generator().manual_seed(seed + 1)
+        if secret_noise:  # a fresh secret per call: unknown to the server, never written anywhere
+            sampler = torch.Generator().manual_seed(secrets.randbits(63))
+            noise = torch.Generator().manual_seed(secrets.randbits(63))
+        else:  # reproducible from the run seed: simulation only
+            sampler = torch.Generator().manual_seed(seed)
+            noise = torch.Generator().manual_seed(seed + 1)
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         base = make_optimizer(model, phase)
         opt = DPOptimizer(base, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,

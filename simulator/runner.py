@@ -86,7 +86,7 @@ class SchemeRun:
         # the DP parameters the devices used: the setup's, after preflight (a target_epsilon resolved into a noise
         # multiplier), not the configured ones; the attacker's threat model reads this block
         used = self.setup.params
-        dp = {k: used[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode") if k in used} or None
+        dp = {k: used[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode", "noise") if k in used} or None
         return {
             "scheme": self.scheme.name,
             "summary": self.scheme.summary,

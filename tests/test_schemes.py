@@ -208,3 +208,27 @@ def test_scheme_record_holds_the_dp_parameters_the_devices_used(study, tmp_path)
     assert described["threat"]["schedule"] == "constant"
     assert run.table["epsilon"].max() == pytest.approx(20.0, rel=0.05)
     assert run_scheme(study, "fedavg", tmp_path / "fa").describe(study)["threat"]["schedule"] == "cosine"
+
+
+def test_device_dp_noise_is_secret_unless_seeded_for_simulation(study, tmp_path):
+    """A server that knows the run seed could replay seeded DP noise and subtract it (the DP audit did, and got
+    1,997 of 2,000 canary guesses right). By default the noise and batch sampling come from the OS: two runs with
+    the same config and seed send different updates. "seeded" repeats exactly, and scheme.json says which."""
+    def update(noise: str, name: str) -> np.ndarray:
+        run = run_scheme(study, "dp-fedavg", tmp_path / name, params=get_scheme("dp-fedavg").make_params({"noise": noise}))
+        assert run.describe(study)["dp"]["noise"] == noise
+        frame = run.ledger.to_frame()
+        row = int(frame[(frame["direction"] == UP) & (frame["partition_id"] == 0)].iloc[0]["row"])
+        return np.concatenate([np.ravel(a) for a in run.ledger.payload(row).values()])
+
+    assert not np.array_equal(update("secret", "s1"), update("secret", "s2"))
+    assert np.array_equal(update("seeded", "d1"), update("seeded", "d2"))
+    with pytest.raises(MuprivError, match="noise 'os' unknown"):
+        run_scheme(study, "dp-fedavg", tmp_path / "bad", params=get_scheme("dp-fedavg").make_params({"noise": "os"}))
+
+
+def test_nan_dp_parameters_are_refused():
+    """A NaN noise multiplier used to pass `noise_multiplier < 0` and every client then failed every round."""
+    for bad in ({"noise_multiplier": float("nan")}, {"max_grad_norm": float("nan")}, {"delta": float("nan")}):
+        with pytest.raises(MuprivError, match="noise_multiplier >= 0"):
+            get_scheme("dp-fedavg").make_params(bad)

@@ -108,6 +108,28 @@ def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
                          "n/a: the threat model has nothing to attack; —: not attacked.")
 
 
+def _dp_noise_note(run: RunData) -> Para | None:
+    """Whether dp-fedavg's device noise was secret or seeded from the run seed, as its cells' scheme.json say."""
+    sources = set()
+    for path in sorted((run.run_dir / "schemes" / "dp-fedavg").glob("seed-*/scheme.json")):
+        try:
+            dp = json.loads(path.read_text()).get("dp") or {}
+        except (OSError, json.JSONDecodeError):
+            continue
+        if dp.get("mode", "dp-sgd") == "dp-sgd":
+            # runs made before the noise source was recorded seeded it from the run seed
+            sources.add(dp.get("noise", "seeded"))
+    if not sources:
+        return None
+    if sources == {"secret"}:
+        return Para("dp-fedavg's DP-SGD noise and batch sampling came from each device's OS randomness (noise = "
+                    "\"secret\"): no one can replay them, and its numbers vary from run to run.")
+    return Para("dp-fedavg's DP-SGD noise and batch sampling were seeded from the run seed (noise = \"seeded\") in "
+                f"{'some' if len(sources) > 1 else 'every'} seed's run, so the run repeats exactly. This is for simulation "
+                "only: a server that knows the seed can replay the noise and subtract it, and the accountant's ε then "
+                "bounds nothing.")
+
+
 def _audit_table(attacks: pd.DataFrame | None) -> Table | None:
     """The DP audit's empirical lower bounds on epsilon next to the accountant's (attacks/audit.py)."""
     if attacks is None or attacks.empty:
@@ -258,6 +280,7 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
         if table is not None:
             blocks += [Heading(title, 3), table]
             if quantities is PRIVACY:
+                add(_dp_noise_note(run))
                 add(_audit_table(run.attacks))
     leak = _leakage_table(summary, schemes)
     if leak is not None:
