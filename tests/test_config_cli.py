@@ -82,7 +82,7 @@ def test_explain_one_section_and_one_scheme():
 
 
 @pytest.mark.parametrize("query, suggestion", [("train.lrr", "train.lr"), ("trian", "train"), ("schemes.fedprx", "schemes.fedprox"),
-                                               ("schemes.dp-fedavg.noise", "schemes.dp-fedavg.noise_multiplier")])
+                                               ("schemes.dp-fedavg.noise_mult", "schemes.dp-fedavg.noise_multiplier")])
 def test_explain_unknown_suggests_closest(query, suggestion):
     r = _run("explain", query)
     assert r.exit_code == 2
