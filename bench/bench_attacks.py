@@ -9,8 +9,13 @@ Sections (each prints one JSON line, then a summary table):
   speed       matching iterations per second on TDSSM at d_model 128, 4,096 samples (one record)
   quickstart  wall time of `attack_run` (quick budget) on one FedAvg run shaped like configs/quickstart.toml
               (d_model 128, 1,024 samples at 100 Hz, 4 clients x 34 records, batch 16, 2 rounds)
+  suite       the whole attack suite at --budget (default standard) on a real `mupriv simulate
+              configs/quickstart.toml` run folder (--run DIR, or one made here with attacks off): wall time
+              per scheme cell, where it goes per attack (the attacks' own `seconds`), scoring, the DP audit,
+              and the ratio to the 5-minute target
 
-Usage: python bench/bench_attacks.py [--sections labels,fc,tdssm,speed,quickstart] [--budget standard] [--threads 1]
+Usage: python bench/bench_attacks.py [--sections labels,fc,tdssm,speed,quickstart,suite] [--budget standard]
+                                     [--threads 1] [--run RUN_DIR]
 """
 from __future__ import annotations
 
@@ -170,11 +175,59 @@ def bench_quickstart(workdir: Path) -> dict:
                                 "labels_presence_f1": float(lab.mean()), "note": "fs 400 Hz here (the generator's rate)"})
 
 
+SUITE_TARGET_S = 300.0  # the privacy issue's target for the standard suite on the quickstart, 2 cores
+
+
+def _quickstart_run(workdir: Path) -> Path:
+    """A quickstart run folder without attacks (cohort, pretraining, every scheme), for the suite to attack."""
+    from simulator.config import load_config
+    from simulator.simulate import simulate
+
+    cfg = load_config(ROOT / "configs" / "quickstart.toml")
+    return simulate(cfg, runs_root=workdir, name="bench", attack=False).run_dir
+
+
+def bench_suite(budget: str, run_dir: Path | None, workdir: Path) -> dict:
+    """The attack suite on every cell of a quickstart run folder, timed per cell and split per attack."""
+    import pandas as pd
+
+    from attacks.run import attack_run_report
+    from simulator.config import load_config
+
+    made = run_dir is None
+    start = time.perf_counter()
+    run = _quickstart_run(workdir) if made else Path(run_dir)
+    setup_s = time.perf_counter() - start
+    cfg = load_config(run / "config.toml")
+    per_cell, per_attack = {}, {}
+    total = 0.0
+    for cell in sorted(p.parent for p in (run / "schemes").glob("*/seed-*/scheme.json")):
+        t0 = time.perf_counter()
+        report = attack_run_report(cell, budget, seed=0)
+        wall = time.perf_counter() - t0
+        total += wall
+        per_cell[cell.parent.name] = round(wall, 1)
+        secs = report.frame[report.frame["metric"] == "seconds"]
+        for attack, v in secs.groupby(secs["attack"].str.split("@").str[0])["value"].sum().items():
+            per_attack[attack] = per_attack.get(attack, 0.0) + float(v)
+        audit = cell / "audit.csv"
+        if audit.is_file():
+            a = pd.read_csv(audit)
+            per_attack["dp-audit (run by simulate)"] = float(a[a["metric"] == "seconds"]["value"].max())
+    attacked = sum(per_attack.get(a, 0.0) for a in per_attack if not a.startswith("dp-audit"))
+    return _emit("suite", {"budget": budget, "run": str(run), "made_here_s": round(setup_s, 1) if made else None,
+                           "attack_wall_s": round(total, 1), "target_s": SUITE_TARGET_S,
+                           "ratio_to_target": round(total / SUITE_TARGET_S, 2), "per_scheme_s": per_cell,
+                           "per_attack_s": {k: round(v, 1) for k, v in sorted(per_attack.items(), key=lambda kv: -kv[1])},
+                           "scoring_shadows_and_overhead_s": round(total - attacked, 1), "engine": cfg.federation.engine})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sections", default="labels,fc,tdssm,speed,quickstart")
     ap.add_argument("--budget", default="standard")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--run", type=Path, default=None, help="a quickstart run folder for the suite section")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sections = args.sections.split(",")
@@ -190,6 +243,8 @@ def main() -> None:
             bench_speed()
         if "quickstart" in sections:
             bench_quickstart(workdir)
+        if "suite" in sections:
+            bench_suite(args.budget, args.run, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -91,9 +91,28 @@ class FederationConfig:
     """How schemes run: the Flower engine and the defaults every federated scheme starts from."""
 
     engine: str = field(default="inline", metadata={"help": '"inline" (in-process, deterministic), "ray" (Flower\'s simulation engine) or "deployment" (a real local SuperLink + SuperNodes, flwr run)'})
-    rounds: int = field(default=3, metadata={"help": "federated rounds (a [schemes.<name>] table can override it)"})
+    budget: str = field(default="matched", metadata={"help": '"matched": every scheme trains finetune.epochs on each device, so federated rounds are derived (rounds x epochs per round = finetune.epochs, divided by fraction_train); "as-configured": rounds as set here or in [schemes.<name>], and the report says the budgets differ'})
+    rounds: int = field(default=0, metadata={"help": "federated rounds (a [schemes.<name>] table can override it); only with budget = \"as-configured\", derived otherwise"})
     local_epochs: int = field(default=1, metadata={"help": "local epochs per round (a [schemes.<name>] table can override it)"})
     timeout_s: float = field(default=3600.0, metadata={"help": "hard time limit per scheme run (seconds)"})
+
+
+BUDGETS = ("matched", "as-configured")
+
+
+def matched_rounds(scheme: str, device_epochs: int, params: dict[str, Any]) -> int:
+    """Rounds that give each device `device_epochs` of local training in expectation: a round trains
+    local_epochs (+ head_epochs for FedRep) on each sampled device, and a device is sampled in a fraction
+    fraction_train of the rounds."""
+    per_round = int(params.get("local_epochs", 1)) + int(params.get("head_epochs", 0) or 0)
+    fraction = float(params.get("fraction_train", 1.0) or 1.0)
+    exact = device_epochs / (per_round * fraction)
+    rounds = round(exact)
+    if rounds < 1 or abs(rounds - exact) > 1e-9:
+        raise MuprivError(f"{scheme}: finetune.epochs = {device_epochs} is not a whole number of rounds of {per_round} "
+                          f"epoch(s) per round at fraction_train {fraction:g} ({exact:.3g} rounds): change finetune.epochs, "
+                          f"local_epochs or fraction_train so that they divide, or set federation.budget = \"as-configured\"")
+    return rounds
 
 
 @dataclass(frozen=True)
@@ -168,8 +187,16 @@ class RunConfig:
         self.train.plan()  # validates epochs / alpha
         if self.federation.engine not in ("inline", "ray", "deployment"):
             raise MuprivError(f"federation.engine = {self.federation.engine!r}: choose 'inline', 'ray' or 'deployment'")
-        if self.federation.rounds < 1 or self.federation.local_epochs < 1:
-            raise MuprivError("federation.rounds and federation.local_epochs must be >= 1")
+        if self.federation.budget not in BUDGETS:
+            raise MuprivError(f"federation.budget = {self.federation.budget!r}: choose {' or '.join(map(repr, BUDGETS))}")
+        if self.federation.local_epochs < 1:
+            raise MuprivError("federation.local_epochs must be >= 1")
+        if self.federation.budget == "matched" and self.federation.rounds:
+            raise MuprivError(f"federation.rounds = {self.federation.rounds} with federation.budget = \"matched\": rounds are "
+                              f"derived from finetune.epochs so that every scheme trains as long on a device; remove rounds, "
+                              f"or set budget = \"as-configured\" to choose them (the report then says the budgets differ)")
+        if self.federation.budget == "as-configured" and self.federation.rounds < 1:
+            raise MuprivError("federation.rounds must be >= 1 with federation.budget = \"as-configured\"")
         if self.cohort.clients < 1:
             raise MuprivError(f"cohort.clients must be >= 1, got {self.cohort.clients}")
         if self.cohort.test_records < 0:
@@ -194,13 +221,24 @@ class RunConfig:
         return self
 
     def scheme_params(self, name: str) -> Any:
-        """A scheme's parameters: its defaults, then [federation] rounds/local_epochs, then [schemes.<name>]."""
+        """A scheme's parameters: its defaults, then [federation] rounds/local_epochs, then [schemes.<name>].
+
+        With federation.budget = "matched" the rounds of a federated scheme are derived so that a device trains
+        finetune.epochs in all, as the on-device schemes do: rounds x (epochs per round) x fraction_train =
+        finetune.epochs, where a round's epochs are local_epochs (+ head_epochs for FedRep). A budget that does not
+        divide into whole rounds is an error naming the numbers, never a silent mismatch."""
         from baselines.registry import get_scheme  # pylint: disable=import-outside-toplevel
 
         scheme = get_scheme(name)
         fields_ = {f.name for f in dataclasses.fields(scheme.params)}
+        own = self.schemes.params_for(name)
         values = {k: getattr(self.federation, k) for k in ("rounds", "local_epochs") if k in fields_}
-        values.update(self.schemes.params_for(name))
+        values.update(own)
+        if "rounds" in fields_ and self.federation.budget == "matched":
+            if "rounds" in own:
+                raise MuprivError(f"schemes.{name}.rounds is set with federation.budget = \"matched\": rounds are derived "
+                                  f"from finetune.epochs; remove it, or set federation.budget = \"as-configured\"")
+            values["rounds"] = matched_rounds(name, self.finetune.epochs, {**dataclasses.asdict(scheme.params()), **values})
         return scheme.make_params(values)
 
     def to_toml_dict(self) -> dict[str, Any]:

@@ -299,7 +299,8 @@ def test_secagg_fedavg_scheme_with_partial_participation(tmp_path, one_thread, m
     monkeypatch.setattr(sa, "train_on_device", spy)
     cfg = parse_config({"seed": 1, "model": {"d_model": 16, "d_state": 8}, "data": {"synthetic_records": 64, "fs": 50.0, "length": 256},
                         "train": {"full_epochs": 1, "mu_epochs": 1}, "finetune": {"epochs": 1, "batch_size": 8},
-                        "cohort": {"clients": 4, "records_per_client": 12, "test_records": 12}, "federation": {"rounds": 8}})
+                        "cohort": {"clients": 4, "records_per_client": 12, "test_records": 12},
+                        "federation": {"budget": "as-configured", "rounds": 8}})
     study = build_study(cfg, tmp_path / "work", cache_dir=tmp_path / "cache")
     params = get_scheme("secagg-fedavg").make_params({**dataclasses.asdict(cfg.scheme_params("secagg-fedavg")),
                                                       "fraction_train": 0.5})

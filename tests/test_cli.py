@@ -27,6 +27,9 @@ batch_size = 16
 [finetune]
 epochs = 1
 batch_size = 16
+[federation]  # one device epoch cannot be matched by FedRep's head + body round: choose the rounds
+budget = "as-configured"
+rounds = 1
 """
 
 

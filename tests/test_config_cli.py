@@ -110,7 +110,7 @@ def test_show_comments_out_default_scheme_tables():
     """Scheme parameters at their defaults stay comments: an empty [schemes.x] table would change the hash."""
     r = _run("show", str(ROOT / "configs" / "quickstart.toml"))
     assert "\n[schemes.fedprox]\n" in r.output and "\n# [schemes.mu-ft]  (every parameter at its default)\n" in r.output
-    assert "# rounds = 2" in r.output  # resolved from [federation]
+    assert "# rounds = 12" in r.output  # derived: the matched budget gives 12 rounds of 1 epoch
     assert set(tomllib.loads(r.output)["schemes"]) == {"run", "fedprox", "dp-fedavg"}
 
 

@@ -45,7 +45,7 @@ TINY = {
     "train": {"full_epochs": 1, "mu_epochs": 1},
     "finetune": {"epochs": 1, "batch_size": 8},
     "cohort": {"clients": 2, "records_per_client": 12},
-    "federation": {"rounds": 1},
+    "federation": {"budget": "as-configured", "rounds": 1},
 }
 
 

@@ -25,7 +25,7 @@ TINY = {
     "train": {"full_epochs": 1, "mu_epochs": 1},
     "finetune": {"epochs": 1, "batch_size": 8},
     "cohort": {"clients": 3, "records_per_client": 12, "test_records": 12},
-    "federation": {"rounds": 2},
+    "federation": {"budget": "as-configured", "rounds": 2},
 }
 
 

@@ -28,6 +28,7 @@ batch_size = 8
 clients = 3
 records_per_client = 12
 [federation]
+budget = "as-configured"
 rounds = 2
 [schemes.dp-fedavg]
 noise = "seeded"  # byte identity needs reproducible DP noise; by default a device's noise is secret

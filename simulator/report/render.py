@@ -108,6 +108,22 @@ def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
                          "n/a: the threat model has nothing to attack; —: not attacked.")
 
 
+def _budget_note(run: RunData) -> Para | None:
+    """Whether the schemes trained as long on each device (federation.budget in config.toml)."""
+    import tomllib  # pylint: disable=import-outside-toplevel
+
+    try:
+        budget = tomllib.loads(run.config_text or "").get("federation", {}).get("budget")
+    except tomllib.TOMLDecodeError:
+        budget = None
+    if budget == "matched":
+        return Para("Budgets are matched (federation.budget = \"matched\"): every scheme trains finetune.epochs on each "
+                    "device, so federated rounds x local epochs equal the on-device schemes' epochs. Local steps can still "
+                    "differ a little (central trains on the pooled records; DP-SGD's Poisson batches).")
+    return Para("Budgets are NOT matched (federation.budget = \"as-configured\", or a run made before budgets were "
+                "matched): compare the schemes' local steps and training FLOPs before comparing their accuracy.")
+
+
 def _dp_noise_note(run: RunData) -> Para | None:
     """Whether dp-fedavg's device noise was secret or seeded from the run seed, as its cells' scheme.json say."""
     sources = set()
@@ -279,6 +295,8 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
         table = _quantity_table(summary, schemes, quantities)
         if table is not None:
             blocks += [Heading(title, 3), table]
+            if quantities is DEVICE_COST:
+                add(_budget_note(run))
             if quantities is PRIVACY:
                 add(_dp_noise_note(run))
                 add(_audit_table(run.attacks))

@@ -57,6 +57,8 @@ COMMUNICATION = (
     Quantity("rounds", "rounds", "count"),
 )
 DEVICE_COST = (
+    Quantity("local_steps", "local steps / device", "count"),
+    Quantity("train_flops", "training FLOPs / device", "flops"),
     Quantity("trainable_params", "trainable params", "count"),
     Quantity("flops_per_step", "FLOPs / step", "flops"),
     Quantity("peak_memory_bytes", "peak memory", "bytes"),
@@ -148,10 +150,19 @@ def _dedupe(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- results.csv
 def with_derived(results: pd.DataFrame) -> pd.DataFrame:
-    """Add improvement_macro_{auroc,f1} = personal - pretrained_personal where both exist (and it is absent)."""
+    """Add improvement_macro_{auroc,f1} = personal - pretrained_personal, and train_flops = local_steps x
+    flops_per_step (a device's whole training, from the core's cost model), where they are absent."""
     keys = ["seed", "scheme", "client"]
     frame = _dedupe(results, [*keys, "metric"])
     extra = []
+    if not (frame["metric"] == "train_flops").any():
+        steps = frame[frame["metric"] == "local_steps"][[*keys, "value"]]
+        flops = frame[frame["metric"] == "flops_per_step"][[*keys, "value"]]
+        both = steps.merge(flops, on=keys, suffixes=("_steps", "_flops"))
+        if not both.empty:
+            both["value"] = both["value_steps"] * both["value_flops"]
+            both["metric"] = "train_flops"
+            extra.append(both[[*keys, "metric", "value"]])
     for m in ("auroc", "f1"):
         name = f"improvement_macro_{m}"
         if (frame["metric"] == name).any():
