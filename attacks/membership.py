@@ -360,20 +360,36 @@ def attach_shadows(targets: list[MembershipTarget], prior: PopulationPrior, n_sh
             t.shadows = bank.get(t.reference, t.recipe)
 
 
+def spread_rounds(rounds: Iterable[int | None], k: int | None) -> set[int | None]:
+    """At most k of the rounds, evenly spread and always the first and the last (None: all of them)."""
+    ordered = sorted({r for r in rounds if r is not None})
+    if k is None or len(ordered) <= k:
+        return set(ordered)
+    pick = np.unique(np.round(np.linspace(0, len(ordered) - 1, max(k, 2))).astype(int))
+    return {ordered[i] for i in pick}
+
+
 def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observation], prior: PopulationPrior,
                        seed: int = 0, n_shadows: int = DEFAULT_SHADOWS, max_targets: int | None = DEFAULT_MAX_TARGETS,
-                       device_records: int | None = None, kinds: tuple[str, ...] = KINDS) -> list[MembershipTarget]:
+                       device_records: int | None = None, kinds: tuple[str, ...] = KINDS,
+                       max_rounds: int | None = None) -> list[MembershipTarget]:
     """The attack stage: every model the run exposes, with the attacker's shadows for LiRA.
 
     Reads scheme.json (via `info`), the ledger, RUN_DIR/models/ (the device-lost artefact) and public records
     (via `prior`); never a client's records. `device_records`: how many records the attacker assumes a device
-    trained on when the wire does not say (on-device schemes); default: 2 x batch size."""
+    trained on when the wire does not say (on-device schemes); default: 2 x batch size. `max_rounds`: the client
+    updates and intermediate global models of at most this many rounds (the first, the last and evenly between;
+    None: every round); the final global model and the device models are always targets."""
     plan = _plan(Path(run_dir), info, observations, seed, device_records)
     targets: list[MembershipTarget] = []
     if "client-update" in kinds or "aggregate" in kinds:
-        targets += [t for t in observation_targets(plan) if t.kind in kinds]
+        per_round = [t for t in observation_targets(plan) if t.kind in kinds]
+        keep = spread_rounds((t.round for t in per_round), max_rounds)
+        targets += [t for t in per_round if t.round in keep]
     if "global" in kinds or "final-global" in kinds:
-        targets += [t for t in global_targets(plan) if t.kind in kinds]
+        glob = [t for t in global_targets(plan) if t.kind in kinds]
+        keep = spread_rounds((t.round for t in glob if t.kind == "global"), max_rounds)
+        targets += [t for t in glob if t.kind == "final-global" or t.round in keep]
     if "device-lost" in kinds:
         targets += device_targets(plan)
     attach_shadows(targets, prior, n_shadows, max_targets, seed)

@@ -123,7 +123,7 @@ def membership_targets(run_dir: Path, info: RunInfo, observations: list[Observat
     prior = population_prior(Path(run_dir), info.data, info.model.n_leads, MI_PRIOR_SAMPLES)
     with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         return prepare_membership(Path(run_dir), info, observations, prior, seed=seed, n_shadows=b.mi_shadows,
-                                  max_targets=b.mi_max_targets)
+                                  max_targets=b.mi_max_targets, max_rounds=b.mi_max_rounds)
 
 
 def _membership_frames(targets: list[MembershipTarget], run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

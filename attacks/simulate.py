@@ -5,9 +5,11 @@ round's global parameters, as a function of (x, y) that autograd can differentia
 
 - one-step (the FedSGD view used by DLG and Inverting Gradients): all local training is one gradient
   step on all records at the summed learning rate, Δ = -Σ_t lr_t (∇L + wd·p). Exact for one SGD step.
-- unrolled (the multi-step attack): the client's S local steps replayed with the granted optimiser
-  (SGD with optional momentum, or AdamW with the project's cosine schedule and kernel-lr group),
-  the dummies dealt into the client's batches in a fixed order (the real order is private).
+- unrolled (the multi-step attack, and DLG / Inverting Gradients at budgets with `unroll`): the client's S
+  local steps replayed with the granted optimiser (SGD with optional momentum, or AdamW with the project's
+  cosine schedule and kernel-lr group), the dummies dealt into the client's batches in a fixed order (the
+  real order is private). With one dummy per record behind the update the batches have the client's own
+  sizes; with fewer dummies each batch gets the dummies covering the same share of the epoch.
 
 For a SecAgg sum of K clients the dummies are split into K groups, each group's local training is
 simulated from the same global parameters and the K updates are averaged.
@@ -113,11 +115,14 @@ def one_step_update(problem: MatchProblem, x: torch.Tensor, y: torch.Tensor, cre
 
 def _batches(n: int, n_examples: int, batch_size: int) -> list[torch.Tensor]:
     """The client's batches of one epoch, mapped onto n dummies: batch k of the epoch gets the dummies
-    covering the same fraction of the epoch (at least one)."""
+    covering the same records of the epoch (at least one). With one dummy per record (n == n_examples)
+    these are the client's own batch sizes, a short last batch included."""
+    n_examples = max(1, n_examples)
     nb = max(1, math.ceil(n_examples / batch_size))
     out = []
     for k in range(nb):
-        lo, hi = (k * n) // nb, ((k + 1) * n) // nb
+        lo = (k * batch_size * n) // n_examples
+        hi = (min(n_examples, (k + 1) * batch_size) * n) // n_examples
         out.append(torch.arange(lo, max(hi, lo + 1)) % n)
     return out
 

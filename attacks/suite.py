@@ -148,10 +148,10 @@ def _record_count(obs: Observation, b: Budget) -> tuple[int, int, str]:
     known = obs.num_examples is not None
     n_examples = obs.num_examples or max(b.max_records or 1, obs.num_clients)
     n_rec = n_examples if b.max_records is None else max(1, min(n_examples, b.max_records))
-    note = "" if known else f"records behind the update not reported: assumed {n_examples}"
+    notes = [] if known else [f"records behind the update not reported: assumed {n_examples}"]
     if n_rec < n_examples:
-        note = f"reconstructing {n_rec} of {n_examples} records: budget cap max_records"
-    return n_rec, n_examples, note
+        notes.append(f"reconstructing {n_rec} of {n_examples} records: budget cap max_records")
+    return n_rec, n_examples, "; ".join(notes)
 
 
 def _inversion_config(method: str, obs: Observation, b: Budget, prior: PopulationPrior, n_rec: int, unroll: bool,
@@ -166,10 +166,11 @@ def _inversion_config(method: str, obs: Observation, b: Budget, prior: Populatio
         inner=b.dlg_inner,
         restarts={"dlg": b.dlg_restarts, "ig": b.ig_restarts, "multistep": b.multistep_restarts}[method],
         lr=b.ig_lr,
-        tol=b.tol,
+        tol=b.dlg_tol if dlg else b.ig_tol,
         window=b.dlg_window if dlg else b.ig_window,
         max_seconds={"dlg": b.dlg_seconds, "ig": b.ig_seconds, "multistep": b.multistep_seconds}[method],
         decays=b.ig_decays,
+        stages_hz=() if dlg else tuple(b.ig_stages_hz),
         unroll=unroll,
         max_unroll_steps=b.max_unroll_steps,
         labels="known" if labels_known else "joint",
