@@ -18,6 +18,8 @@ ATTACKS: tuple[str, ...] = ("labels", "attribute", "features", "dlg", "ig", "mul
 class Budget:
     name: str = "quick"
     attacks: tuple[str, ...] = ATTACKS  # which attacks run (when applicable)
+    max_rounds: int | None = 4  # rounds whose observations are attacked (the first, the last and evenly between);
+    # the others are listed as skipped. None: every round
     max_targets: int | None = 4  # observations that get the inversion attacks (smallest batches first); None: all.
     # 4: one per quickstart patient, the fewest units that give a calibrated interval (attacks/calibrate.py)
     max_records: int | None = 1  # dummy records per inversion; None: one per record behind the update (num-examples)
@@ -28,7 +30,7 @@ class Budget:
     dlg_tol: float = 0.2  # converged: the best objective fell by less than this (relative) over the window
     dlg_window: int = 3  # outer steps in the convergence window
     dlg_restarts: int = 1
-    dlg_seconds: float | None = 2.0  # time cap per inversion (all restarts); None: the iteration cap only
+    dlg_seconds: float | None = 1.0  # time cap per inversion (all restarts); None: the iteration cap only
     ig_iters: int = 60  # Adam steps per restart: the iteration cap
     ig_restarts: int = 1
     ig_lr: float = 0.1  # Adam step in units of the prior's standard deviation (Geiping et al.)
@@ -38,10 +40,10 @@ class Budget:
     ig_stages_hz: tuple[float, ...] = ()  # coarse to fine: IG first fits only the frequencies below each of these
     ig_basis: str = "whitened"  # "whitened" (the prior's spectrum), "fourier" or "samples"; see docs/attacks.md
     init_scale: float = 1.0  # sd of the Gaussian initialisation around the prior (restarts after the first), in prior sds
-    ig_seconds: float | None = 2.0
+    ig_seconds: float | None = 1.0
     multistep_iters: int = 20
     multistep_restarts: int = 1
-    multistep_seconds: float | None = 2.0
+    multistep_seconds: float | None = 1.0
     max_unroll_steps: int = 8  # local steps unrolled (more are truncated, and said so)
     precision: str = "float32"  # "float64" matches below float32's resolution (slower)
     bandlimit_hz: float | None = 40.0  # inversions optimise only frequencies below this; None: every sample
@@ -60,6 +62,8 @@ class Budget:
     mi_max_targets: int | None = 4  # client updates / aggregates that get LiRA (smallest batches first); None: all
     mi_max_rounds: int | None = 2  # rounds whose client updates and global models are membership targets (first, last,
     # evenly between); the final global model and the device models always are. None: every round
+    mi_lira_rounds: int | None = 1  # LiRA only for models whose shadows replay at most this many rounds (a client's
+    # update or an on-device model: 1; the final global model of 12 rounds: 12). None: every target
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "float64"):
@@ -86,13 +90,14 @@ PRESETS: dict[str, Budget] = {
                        dlg_window=5, dlg_seconds=7.0, ig_iters=8000, ig_restarts=2, ig_window=100,
                        ig_stages_hz=(2.5, 5.0, 10.0, 20.0), ig_basis="fourier", ig_seconds=7.0, multistep_iters=8000,
                        multistep_seconds=7.0, max_unroll_steps=16, precision="float64", prior_samples=96,
-                       attribute_shadow_clients=512, mi_shadows=8, mi_max_targets=8, mi_max_rounds=4),
+                       attribute_shadow_clients=512, mi_shadows=8, mi_max_targets=8, mi_max_rounds=4, max_rounds=None,
+                       mi_lira_rounds=None),
     "thorough": Budget(name="thorough", max_targets=None, max_records=None, unroll=True, dlg_tol=0.05, dlg_iters=500,
                        dlg_inner=20, dlg_window=5, dlg_restarts=2, dlg_seconds=300.0, ig_tol=0.05, ig_iters=20000,
                        ig_restarts=3, ig_window=200, ig_stages_hz=(2.5, 5.0, 10.0, 20.0), ig_basis="fourier",
                        ig_seconds=300.0, multistep_iters=20000, multistep_restarts=2, multistep_seconds=300.0,
                        max_unroll_steps=64, precision="float64", prior_samples=256, attribute_shadow_clients=1024,
-                       mi_shadows=16, mi_max_targets=None, mi_max_rounds=None),
+                       mi_shadows=16, mi_max_targets=None, mi_max_rounds=None, max_rounds=None, mi_lira_rounds=None),
 }
 
 

@@ -25,7 +25,7 @@ from attacks.budget import Budget, get_budget
 from attacks.calibrate import UNIT_COLUMNS
 from attacks.disaggregate import KIND as DISAGGREGATED
 from attacks.disaggregate import Disaggregation, disaggregation_report
-from attacks.membership import MI_PRIOR_SAMPLES, MembershipTarget, prepare_membership, score_membership
+from attacks.membership import MI_PRIOR_SAMPLES, MembershipTarget, prepare_membership, score_membership, spread_rounds
 from attacks.observe import Observation, RunInfo, observe_run
 from attacks.priors import PopulationPrior, population_prior
 from attacks.score import Case, Scorer, load_truth
@@ -96,12 +96,19 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
     prior = population_prior(Path(run_dir), info.data, info.model.n_leads, b.prior_samples)
     windows = disaggregation_report(observations, info)  # [] unless the server sees aggregates only
     observations = observations + [o for d in windows for o in d.observations]
-    targets = inversion_targets(observations, b.max_targets)
+    rounds = spread_rounds((o.round for o in observations if o.kind != DISAGGREGATED), b.max_rounds)
+    attacked = [i for i, o in enumerate(observations) if o.round is None or o.round in rounds or o.kind == DISAGGREGATED]
+    attacked_set = set(attacked)
+    targets = {attacked[k] for k in inversion_targets([observations[i] for i in attacked], b.max_targets)}
     results: list[AttackResult] = [_disaggregation_row(d, observations) for d in windows if d.rounds.observations]
     with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         for i, obs in enumerate(observations):
             if progress:
                 progress(i, len(observations), obs.key)
+            if i not in attacked_set:
+                results.append(AttackResult("all", i, obs.threat.name, note=f"skipped: round {obs.round} is outside "
+                                            f"the budget's {b.max_rounds} attacked rounds ({sorted(rounds)})"))
+                continue
             found = run_attacks(obs, i, AttackContext(prior, b, observation_seed(seed, i)), i in targets)
             if obs.kind == DISAGGREGATED:  # the same attacks on a recovered per-client update: kept apart
                 for res in found:
@@ -123,7 +130,8 @@ def membership_targets(run_dir: Path, info: RunInfo, observations: list[Observat
     prior = population_prior(Path(run_dir), info.data, info.model.n_leads, MI_PRIOR_SAMPLES)
     with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         return prepare_membership(Path(run_dir), info, observations, prior, seed=seed, n_shadows=b.mi_shadows,
-                                  max_targets=b.mi_max_targets, max_rounds=b.mi_max_rounds)
+                                  max_targets=b.mi_max_targets, max_rounds=b.mi_max_rounds,
+                                  lira_rounds=b.mi_lira_rounds)
 
 
 def _membership_frames(targets: list[MembershipTarget], run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -271,7 +271,9 @@ class Scorer:
             others = self.truth.x[~np.isin(self.truth.client, list(clients))]
             levels: dict[str, dict[str, float]] = {}
             for kind in WAVEFORM_NULLS:
-                draws = 1 if kind == "prior-mean" else self.null_draws
+                # the null's level averages draws x n records: ~null_draws records are enough (a raw upload of 48
+                # records needs one draw, not 32)
+                draws = 1 if kind == "prior-mean" else max(1, math.ceil(self.null_draws / max(1, n)))
                 if kind in ("prior-mean", "spectral-noise"):  # i.i.d. records: every draw in one call
                     recs = null_records(kind, self.prior, n * draws, rng, others)
                 else:  # records without replacement within a draw, as a reconstruction's records are distinct

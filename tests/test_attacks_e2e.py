@@ -219,3 +219,13 @@ def test_attack_numbers_do_not_depend_on_the_callers_thread_count(fedavg_dir):
     torch.set_num_threads(1)
     measured = [f[f["metric"] != "seconds"] for f in frames]  # wall times differ run to run
     pd.testing.assert_frame_equal(measured[0], measured[1])
+
+
+def test_a_budget_attacks_a_spread_of_rounds_and_says_which_it_skipped(fedavg_dir):
+    """max_rounds = 1 keeps the first round (2 or more: the first, the last and evenly between): the other round's
+    observations get one "skipped" row each, with the rounds that were attacked."""
+    frame = attack_run(fedavg_dir, TINY.with_overrides(max_rounds=1, attacks=("labels",)), seed=0)
+    skipped = frame[frame["attack"] == "all"]
+    assert len(skipped) == 2 and set(skipped["round"]) == {2} and (skipped["metric"] == "skipped").all()
+    assert skipped["note"].str.contains(r"outside the budget's 1 attacked rounds \(\[1\]\)").all()
+    assert set(frame[frame["attack"] == "labels"]["round"]) == {1}
