@@ -10,7 +10,9 @@ For each (scheme, attack, quantity) this module reports:
 - the estimate (the mean score, or the AUC / TPR at 1% FPR for membership), the null level, the gain;
 - a 95% interval of the gain from a two-level bootstrap: clients (a patient in one seed's cohort) are
   resampled, then units within each resampled client, so that records of one patient, which are not
-  independent, never count as independent evidence;
+  independent, never count as independent evidence. A percentile bootstrap over a handful of clients is too
+  narrow, so for mean gains the interval is widened to the Student-t interval over the clients' means where
+  that is wider (over the units when there is a single client);
 - a verdict: "leaks" only when the interval's lower bound is above 0, else "no evidence".
 
 Choosing the strongest of several attacks (and of several scores of one kind of leakage, e.g. Pearson r
@@ -28,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from attacks.metrics import auc, tpr_at_fpr
 
@@ -87,6 +90,20 @@ def _seed_for(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
+def _t_interval(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sign: float, level: float
+                 ) -> tuple[float, float]:
+    """Student-t interval of the mean gain over the clusters' mean gains (over the units of a single cluster)."""
+    if len(clusters) >= 2:
+        x = np.array([float(np.mean(sign * (v - n))) for v, n, _ in clusters])
+    else:
+        v, n, _ = clusters[0]
+        x = sign * (v - n)
+    if len(x) < 2:
+        return math.inf, -math.inf  # no interval of its own: the bootstrap's stands
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * float(np.std(x, ddof=1)) / math.sqrt(len(x))
+    return float(np.mean(x) - half), float(np.mean(x) + half)
+
+
 def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q: Quantity, level: float,
                    n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
     """(gain, low, high): the gain on all units and its percentile interval from a two-level bootstrap
@@ -108,6 +125,11 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
         pick = rng.integers(0, len(clusters), size=(n_boot, len(clusters)))
         rows = np.arange(n_boot)[:, None]
         boots = sums[rows, pick].sum(1) / sizes[pick].sum(1)
+        low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+        t_low, t_high = _t_interval(clusters, sign, level)
+        # A percentile bootstrap of a handful of clients (or units) is too narrow: take the wider of it and the
+        # Student-t interval over the clients' means (over the units when there is one client).
+        return gain, float(min(low, t_low)), float(max(high, t_high))
     else:
         boots = np.empty(n_boot)
         for b in range(n_boot):

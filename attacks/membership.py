@@ -480,8 +480,11 @@ class MembershipScorer:
         t1 = time.perf_counter()
         loss_r, _ = self.stats(target.model, target.reference, blocks, target.pos_weight)
         t2 = time.perf_counter()
-        out = {"mi-loss": -own[0], "mi-calibrated": loss_r - own[0]}
-        self.seconds = {"mi-loss": t1 - t0, "mi-calibrated": t2 - t0}
+        out = {"mi-loss": -own[0]}
+        self.seconds = {"mi-loss": t1 - t0}
+        if not same_params(target.params, target.reference):  # else every score would be 0: nothing to calibrate by
+            out["mi-calibrated"] = loss_r - own[0]
+            self.seconds["mi-calibrated"] = t2 - t0
         if target.shadows is not None:
             shadow = np.stack([self.confidence(self.stats(target.model, p, blocks, target.pos_weight))
                                for p in target.shadows.params])
@@ -489,6 +492,12 @@ class MembershipScorer:
             amortised = target.shadows.seconds / max(1, target.shadows.users)
             self.seconds["mi-lira"] = (t1 - t0) + (time.perf_counter() - t2) + amortised
         return out
+
+
+def same_params(a: Params, b: Params) -> bool:
+    """The two models are the same weights (e.g. central's devices: the only model on the wire is the final one,
+    so the attacker's reference is the target itself)."""
+    return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[n]), np.asarray(b[n])) for n in a)
 
 
 def lira_scores(target: np.ndarray, shadows: np.ndarray) -> np.ndarray:
@@ -589,6 +598,10 @@ def score_target(t: MembershipTarget, challenge: Challenge, scorer: MembershipSc
         return rows, units
     scores = scorer.scores(t, challenge.blocks)  # the attacker sees records, never their membership
     for m in METHODS:
+        if m == "mi-calibrated" and m not in scores:
+            rows += _rows_for(t, m, {"applicable": 0.0}, "not applicable: the only reference model on the wire is the "
+                              "target itself", scorer)
+            continue
         if m not in scores:  # LiRA without shadows: skipped (budget) or not applicable
             skipped = t.lira_note.startswith("skipped")
             rows += _rows_for(t, m, {"skipped": 1.0} if skipped else {"applicable": 0.0}, _note(t, m), scorer)

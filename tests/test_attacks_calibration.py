@@ -240,3 +240,16 @@ def test_membership_quantities_use_auc_chance():
     assert 0.7 < row["estimate"] < 0.82 and row["verdict"] == LEAKS  # Phi(1/sqrt(2)) = 0.76
     shuffled = units.assign(label=rng.permutation(units["label"].to_numpy()))
     assert calibrate(shuffled, n_boot=300).iloc[0]["verdict"] != LEAKS
+
+
+def test_a_handful_of_units_gets_at_least_the_student_t_interval():
+    """Four units of one client: a percentile bootstrap of four values is too narrow; the interval is at least
+    mean ± t(3, 0.975) sd / 2, computed here by hand."""
+    v = np.array([0.02, 0.05, 0.03, 0.06])
+    q = QUANTITIES["waveform_r"]
+    gain, lo, hi = bootstrap_gain([(v, np.zeros(4), np.full(4, np.nan))], q, 0.95, n_boot=2000, seed=0)
+    half = 3.182446305284263 * v.std(ddof=1) / 2.0  # scipy.stats.t.ppf(0.975, 3)
+    assert gain == pytest.approx(0.04)
+    assert lo == pytest.approx(0.04 - half) and hi == pytest.approx(0.04 + half)
+    boots = [np.mean(np.random.default_rng(k).choice(v, 4)) for k in range(2000)]
+    assert np.quantile(boots, 0.025) > lo  # the percentile bootstrap alone would have been narrower
