@@ -53,6 +53,7 @@ class Quantity:
     fpr: float = 0.0  # for "tpr@fpr"
     chance: float | None = None  # the null of auc / tpr@fpr
     short: str = ""  # a few characters for table cells
+    span: tuple[float, float] | None = None  # the range of a score (and so of a gain's size): intervals are clipped to it
 
     @property
     def family(self) -> str:
@@ -61,16 +62,17 @@ class Quantity:
 
 
 QUANTITIES: dict[str, Quantity] = {q.key: q for q in (
-    Quantity("waveform_r", "waveform (Pearson r)", "mean", short="r"),
-    Quantity("waveform_lag_r", "waveform (best-lag r)", "mean", short="lag r"),
-    Quantity("reid_record", "re-identified record (top-1)", "mean", short="record"),
-    Quantity("reid_patient", "re-identified patient (top-1)", "mean", short="patient"),
-    Quantity("labels_presence_f1", "diagnoses present (F1)", "mean", short="presence F1"),
-    Quantity("labels_exact", "record diagnoses (exact)", "mean", short="exact labels"),
+    Quantity("waveform_r", "waveform (Pearson r)", "mean", short="r", span=(-1.0, 1.0)),
+    Quantity("waveform_lag_r", "waveform (best-lag r)", "mean", short="lag r", span=(-1.0, 1.0)),
+    Quantity("reid_record", "re-identified record (top-1)", "mean", short="record", span=(0.0, 1.0)),
+    Quantity("reid_patient", "re-identified patient (top-1)", "mean", short="patient", span=(0.0, 1.0)),
+    Quantity("labels_presence_f1", "diagnoses present (F1)", "mean", short="presence F1", span=(0.0, 1.0)),
+    Quantity("labels_exact", "record diagnoses (exact)", "mean", short="exact labels", span=(0.0, 1.0)),
     Quantity("labels_count_mae", "diagnosis counts (MAE)", "mean", higher_leaks=False, short="count MAE"),
-    Quantity("features_ccos", "pooled features (centred cosine)", "mean", short="ccos"),
-    Quantity("membership_auc", "membership (AUC)", "auc", chance=0.5, short="AUC"),
-    Quantity("membership_tpr1", "membership (TPR at 1% FPR)", "tpr@fpr", fpr=0.01, chance=0.01, short="TPR@1%"),
+    Quantity("features_ccos", "pooled features (centred cosine)", "mean", short="ccos", span=(-1.0, 1.0)),
+    Quantity("membership_auc", "membership (AUC)", "auc", chance=0.5, short="AUC", span=(0.0, 1.0)),
+    Quantity("membership_tpr1", "membership (TPR at 1% FPR)", "tpr@fpr", fpr=0.01, chance=0.01, short="TPR@1%",
+             span=(0.0, 1.0)),
 )}
 
 
@@ -128,8 +130,10 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
         low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
         t_low, t_high = _t_interval(clusters, sign, level)
         # A percentile bootstrap of a handful of clients (or units) is too narrow: take the wider of it and the
-        # Student-t interval over the clients' means (over the units when there is one client).
-        return gain, float(min(low, t_low)), float(max(high, t_high))
+        # Student-t interval over the clients' means (over the units when there is one client), but no wider
+        # than a gain can be (a score in [a, b] against a null in [a, b] gains at most b - a either way).
+        width = (q.span[1] - q.span[0]) if q.span else math.inf
+        return gain, float(max(min(low, t_low), -width)), float(min(max(high, t_high), width))
     else:
         boots = np.empty(n_boot)
         for b in range(n_boot):
