@@ -331,37 +331,37 @@ def shadow_caveats(info: RunInfo, target: MembershipTarget) -> list[str]:
     return out
 
 
-def lira_order(targets: list[MembershipTarget], max_targets: int | None, lira_rounds: int | None = None) -> set[int]:
+def lira_order(targets: list[MembershipTarget], max_targets: int | None, lira_steps: int | None = None) -> set[int]:
     """Which targets get shadows: every global and device target (few, and their shadows are shared), and the
     first max_targets client updates / aggregates, smallest batches first, then earliest round; with
-    `lira_rounds`, only targets whose shadows replay at most that many rounds (a 12-round global model's
-    shadows replay the whole federation, several times)."""
+    `lira_steps`, only targets whose shadow model costs at most that many local steps to train (a 12-round
+    global model's shadows replay the whole federation; central's, 12 epochs on everyone's records)."""
     per_obs = [i for i, t in enumerate(targets) if t.kind in ("client-update", "aggregate")]
     per_obs.sort(key=lambda i: (targets[i].recipe.records if targets[i].recipe else 10**9, targets[i].round or 0, i))
     chosen = set(per_obs if max_targets is None else per_obs[:max_targets])
     chosen |= {i for i, t in enumerate(targets) if t.kind not in ("client-update", "aggregate")}
-    if lira_rounds is not None:
-        chosen = {i for i in chosen if targets[i].recipe is None or targets[i].recipe.rounds <= lira_rounds}
+    if lira_steps is not None:
+        chosen = {i for i in chosen if targets[i].recipe is None or targets[i].recipe.steps() <= lira_steps}
     return chosen
 
 
 def attach_shadows(targets: list[MembershipTarget], prior: PopulationPrior, n_shadows: int, max_targets: int | None,
-                   seed: int, lira_rounds: int | None = None) -> None:
+                   seed: int, lira_steps: int | None = None) -> None:
     """Train (or reuse) each chosen target's shadow set on the public prior's records."""
     if n_shadows < 2 or prior.labels is None or len(prior.samples) == 0:
         why = "fewer than 2 shadows asked for" if n_shadows < 2 else "the public prior has no labels to train shadows on"
         for t in targets:
             t.lira_note = f"not applicable: {why}"
         return
-    chosen = lira_order(targets, max_targets, lira_rounds)
+    chosen = lira_order(targets, max_targets, lira_steps)
     bank = ShadowBank(targets[0].model if targets else ModelConfig(), prior.samples, prior.labels.astype(np.float32),
                       n_shadows, seed)
     for i, t in enumerate(targets):
         if t.recipe is None:
             t.lira_note = "not applicable: no recipe"
-        elif i not in chosen and lira_rounds is not None and t.recipe.rounds > lira_rounds:
-            t.lira_note = (f"skipped: its shadows would replay {t.recipe.rounds} rounds; the budget runs LiRA only where "
-                           f"they replay at most {lira_rounds}")
+        elif i not in chosen and lira_steps is not None and t.recipe.steps() > lira_steps:
+            t.lira_note = (f"skipped: a shadow would train {t.recipe.steps()} local steps; the budget runs LiRA only "
+                           f"where it takes at most {lira_steps}")
         elif i not in chosen:
             t.lira_note = f"skipped: outside the {max_targets} client update(s) that get LiRA (smallest batches first)"
         else:
@@ -382,7 +382,7 @@ def spread_rounds(rounds: Iterable[int | None], k: int | None) -> set[int | None
 def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observation], prior: PopulationPrior,
                        seed: int = 0, n_shadows: int = DEFAULT_SHADOWS, max_targets: int | None = DEFAULT_MAX_TARGETS,
                        device_records: int | None = None, kinds: tuple[str, ...] = KINDS,
-                       max_rounds: int | None = None, lira_rounds: int | None = None) -> list[MembershipTarget]:
+                       max_rounds: int | None = None, lira_steps: int | None = None) -> list[MembershipTarget]:
     """The attack stage: every model the run exposes, with the attacker's shadows for LiRA.
 
     Reads scheme.json (via `info`), the ledger, RUN_DIR/models/ (the device-lost artefact) and public records
@@ -402,7 +402,7 @@ def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observat
         targets += [t for t in glob if t.kind == "final-global" or t.round in keep]
     if "device-lost" in kinds:
         targets += device_targets(plan)
-    attach_shadows(targets, prior, n_shadows, max_targets, seed, lira_rounds)
+    attach_shadows(targets, prior, n_shadows, max_targets, seed, lira_steps)
     for t in targets:
         t.settings["shadow_caveats"] = shadow_caveats(info, t)
     return targets  # wall times stay out of settings (settings must be the same run to run): see the seconds metric

@@ -51,6 +51,10 @@ class ShadowRecipe:
     def steps_per_client(self) -> int:
         return self.rounds * self.training.steps(self.records)
 
+    def steps(self) -> int:
+        """Local steps one shadow model costs: every round, every client of the round."""
+        return self.steps_per_client() * self.clients
+
     def to_dict(self) -> dict:
         return {"training": self.training.to_dict(), "records": self.records, "rounds": self.rounds,
                 "clients": self.clients, "parts": list(self.parts), "view": self.view,
