@@ -98,17 +98,25 @@ def test_every_scheme_is_attacked_or_marked_not_applicable(two_runs):
     assert {"seed", "scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings",
             "note"} <= set(attacks.columns)
     assert set(attacks["scheme"]) == set(pd.read_csv(two_runs[0] / "results.csv")["scheme"])
-    for scheme in ("mu-ft", "local-ft"):  # nothing was sent: no score, the reason instead
+    for scheme in ("mu-ft", "local-ft"):  # nothing was sent: no wire score, the reason instead
         rows = attacks[attacks["scheme"] == scheme]
-        assert set(rows["metric"]) == {"applicable"} and (rows["value"] == 0).all()
-        assert (rows["note"] == "not applicable: nothing leaves the device").all()
+        wire = rows[rows["threat_model"] != "device-lost"]
+        assert set(wire["metric"]) == {"applicable"} and (wire["value"] == 0).all()
+        assert (wire["note"] == "not applicable: nothing leaves the device").all()
+        # a lost or seized device is a different position: its personalised model is attacked
+        lost = set(rows[rows["threat_model"] == "device-lost"]["attack"])
+        assert lost and all(name.startswith("mi-") and name.endswith("@device-lost") for name in lost), lost
     central = attacks[(attacks["scheme"] == "central") & (attacks["metric"].isin(["r", "label_exact"]))]
     assert (central["value"] == 1).all() and set(central["threat_model"]) == {"data-custodian"}
-    fedavg = attacks[attacks["scheme"] == "fedavg"]
-    assert {"labels", "features", "dlg", "ig", "multistep"} <= set(fedavg["attack"])
+    # membership inference also takes the positions of whoever holds a released or lost model
+    wire = attacks[~attacks["threat_model"].isin(["global-model", "device-lost"])]
+    fedavg = wire[wire["scheme"] == "fedavg"]
+    assert {"labels", "attribute", "features", "dlg", "ig", "multistep"} <= set(fedavg["attack"])
     assert set(fedavg["threat_model"]) == {"curious-server"}
+    assert {"global-model", "device-lost"} <= set(attacks[attacks["scheme"] == "fedavg"]["threat_model"])
     dp = attacks[attacks["scheme"] == "dp-fedavg"]
-    assert set(dp[~dp["attack"].str.startswith("dp-audit")]["threat_model"]) == {"curious-server-dp"}
+    dp_wire = wire[(wire["scheme"] == "dp-fedavg") & ~wire["attack"].str.startswith("dp-audit")]
+    assert set(dp_wire["threat_model"]) == {"curious-server-dp"}
     # the DP audit: an empirical lower bound never above the accountant's epsilon for a valid mechanism
     audit = dp[dp["attack"].str.startswith("dp-audit")].pivot_table(index=["attack", "threat_model"], columns="metric",
                                                                      values="value")
@@ -120,7 +128,7 @@ def test_every_scheme_is_attacked_or_marked_not_applicable(two_runs):
     assert set(leakage["verdict"]) <= {"leaks", "no evidence"}
     assert (leakage[leakage["scheme"] == "central"]["verdict"] == "leaks").any()
     assert {"value", "null", "quantity"} <= set(pd.read_csv(two_runs[0] / "leakage_units.csv").columns)
-    assert set(attacks[attacks["scheme"] == "secagg-fedavg"]["threat_model"]) == {"curious-server-secagg"}
+    assert set(wire[wire["scheme"] == "secagg-fedavg"]["threat_model"]) == {"curious-server-secagg"}
     assert list((two_runs[0] / "plots").glob("fedavg-*.png"))  # example reconstructions for the report
     assert "## Example reconstructions" in (two_runs[0] / "report.md").read_text()
 
