@@ -25,15 +25,21 @@ def simulate_command(
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeat the study with N derived seeds (seed, seed+1, ...); mean and 95% interval."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run folder (runs/.<name>-<time>.partial) without redoing finished cells."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE: set one dotted config key (TOML value), e.g. --set train.lr=3e-3; repeatable."),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: one run per value in one folder; several --sweep make a grid (also a [sweep] table in the config)."),
 ) -> None:
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
     from simulator.config import load_config, with_overrides
     from simulator.simulate import resume as resume_run
     from simulator.simulate import simulate
+    from simulator.sweep import apply_settings, config_axes, is_sweep, parse_set, parse_sweep, resume_sweep, simulate_sweep
 
+    axes: tuple = ()
+    resuming_sweep = resume is not None and is_sweep(resume)
     if resume is not None:
         given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine),
-                                      ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget))
+                                      ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget),
+                                      ("--set", settings or None), ("--sweep", sweep or None))
                  if v is not None]
         if given:
             raise MuprivError(f"--resume finishes a run with the settings it started with; drop {', '.join(given)}")
@@ -43,13 +49,21 @@ def simulate_command(
                              **{"": dict(seed=seed, seeds=seeds)})
         if schemes:
             cfg = with_overrides(cfg, schemes=dict(run=[s.strip() for s in schemes.split(",") if s.strip()]))
+        if settings:
+            cfg = apply_settings(cfg, [parse_set(e) for e in settings], "--set")
+        axes = config_axes(path) + tuple(parse_sweep(e) for e in sweep or ())
     with console.status("starting") as status:
         def say(msg: str) -> None:
             status.update(msg)
             console.log(msg)
 
         try:
-            if resume is not None:
+            if resuming_sweep:
+                folder = resume_sweep(resume, on_step=say)
+            elif axes:
+                folder = simulate_sweep(cfg, axes, runs_root=out, name=name, data_path=data, attack=attacks,
+                                        attack_budget=budget, on_step=say)
+            elif resume is not None:
                 result = resume_run(resume, on_step=say)
             else:
                 result = simulate(cfg, runs_root=out, name=name, data_path=data, attack=attacks, attack_budget=budget,
@@ -58,6 +72,9 @@ def simulate_command(
             partial = sorted(Path(out).glob(f".{name}-*.partial")) if resume is None else [resume]
             hint = f": finish it with `mupriv simulate --resume {partial[-1]}`" if partial else ""
             raise MuprivError(f"interrupted{hint}") from None
+    if axes or resuming_sweep:
+        console.print(f"sweep folder: {folder} (report.html, report.md, sweep.csv, results.csv, points/)")
+        return
     from simulator.report.terminal import print_comparison
 
     print_comparison(Console(), result.run_dir)
