@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
+from simulator.atomic import atomic_write
 from simulator.core.model import PARTS, ModelConfig, TDSSM
 from simulator.core.phases import Phase, PhaseResult, train_phase
 from simulator.core.tensors import ECGTensors, load_npz
@@ -167,10 +167,7 @@ def write_probe(setup: SchemeSetup, context: Context, model: TDSSM, **extra: Any
     counters = dict(context.state[TALLY_KEY]) if TALLY_KEY in context.state else {}  # type: ignore[arg-type]
     blob = {"state": {n: p.detach().clone() for n, p in model.named_parameters()},
             "tally": {**counters, **extra}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def read_probe(probe_dir: Path, partition_id: int) -> dict[str, Any] | None:

@@ -42,10 +42,9 @@ def _write_json(result: dict, path: Optional[Path]) -> None:
     if path is None:
         typer.echo(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    from simulator.atomic import atomic_write
+
+    atomic_write(path, text + "\n")
     console.print(f"result written to {path}")
 
 

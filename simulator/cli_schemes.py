@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 console = Console(stderr=True)
@@ -107,8 +108,6 @@ def run_scheme_command(
         run = run_scheme(study, name, run_dir / "work" / name, params=params)
     run.save(run_dir, study)
     long = to_long(run.table, cfg.seed)
-    tmp = run_dir / ".results.csv.tmp"
-    long.to_csv(tmp, index=False, float_format="%.10g")
-    tmp.replace(run_dir / "results.csv")
+    atomic_write(run_dir / "results.csv", long.to_csv(index=False, float_format="%.10g"))
     out_console.print(client_rich_table(f"{name} ({run.wall_s:.1f} s, engine {run.federation.engine})", run.table))
     console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, ledger/)")

@@ -29,6 +29,7 @@ from simulator.core.metrics import ClassificationMetrics
 from simulator.core.model import TDSSM
 from simulator.core.phases import evaluate
 from simulator import layout
+from simulator.atomic import atomic_write
 from simulator.engine.api import FederationResult, run_federation
 from simulator.ledger import DOWN, UP, WireLedger
 from simulator.study import Study
@@ -75,10 +76,8 @@ class SchemeRun:
             if probe is None:
                 continue
             path = layout.model_file(directory, c.id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save({n: t.detach().clone() for n, t in probe["state"].items()}, tmp)
-            os.replace(tmp, path)
+            state = {n: t.detach().clone() for n, t in probe["state"].items()}
+            atomic_write(path, lambda tmp, state=state: torch.save(state, tmp))
 
     def describe(self, study: Study) -> dict[str, Any]:
         ft = self.setup.finetune
@@ -282,8 +281,6 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
 
 

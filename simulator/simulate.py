@@ -24,6 +24,7 @@ from typing import Callable
 import pandas as pd
 
 from simulator import layout
+from simulator.atomic import atomic_write
 from simulator.config import RunConfig, load_config
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
@@ -365,10 +366,7 @@ def _maybe_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:

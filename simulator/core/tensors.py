@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from simulator.core.labels import CLASSES
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 
@@ -68,10 +69,7 @@ class ECGTensors:
 
 def save_npz(data: ECGTensors, path: Path) -> None:
     """Write atomically: a crash never leaves a half-written file at `path`."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, x=data.x.numpy(), y=data.y.numpy(), known=data.known.numpy())
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, x=data.x.numpy(), y=data.y.numpy(), known=data.known.numpy()))
 
 
 def load_npz(path: Path) -> ECGTensors:
