@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simulator import layout
 from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
@@ -99,7 +100,10 @@ def run_scheme_command(
         from baselines.registry import get_scheme
 
         params = get_scheme(name).make_params({**dataclasses.asdict(params), **overrides})
-    run_dir = out or Path("runs") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out is not None:
+        run_dir = out
+    else:  # a new folder of its own, even when another run of this scheme started in the same second
+        _, run_dir = layout.claim_folder(Path("runs"), f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     with console.status("building the cohort and pretraining (cached after the first run)..."):
         study = build_study(cfg, run_dir / "work")
     console.print(f"cohort: {len(study.clients)} clients, source {len(study.source_train)} train / {len(study.source_test)} test records; "

@@ -29,7 +29,7 @@ def simulate_command(
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
     from simulator.config import load_config, with_overrides
     from simulator.simulate import resume as resume_run
-    from simulator.simulate import simulate
+    from simulator.simulate import start
 
     if resume is not None:
         given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine),
@@ -48,16 +48,13 @@ def simulate_command(
             status.update(msg)
             console.log(msg)
 
+        # this run's own folder, claimed before anything runs: the only one an interruption may point to
+        work = resume if resume is not None else start(cfg, runs_root=out, name=name, data_path=data, attack=attacks,
+                                                       attack_budget=budget)
         try:
-            if resume is not None:
-                result = resume_run(resume, on_step=say)
-            else:
-                result = simulate(cfg, runs_root=out, name=name, data_path=data, attack=attacks, attack_budget=budget,
-                                  on_step=say)
+            result = resume_run(work, on_step=say)
         except KeyboardInterrupt:
-            partial = sorted(Path(out).glob(f".{name}-*.partial")) if resume is None else [resume]
-            hint = f": finish it with `mupriv simulate --resume {partial[-1]}`" if partial else ""
-            raise MuprivError(f"interrupted{hint}") from None
+            raise MuprivError(f"interrupted: finish it with `mupriv simulate --resume {work}`") from None
     from simulator.report.terminal import print_comparison
 
     print_comparison(Console(), result.run_dir)

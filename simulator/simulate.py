@@ -4,7 +4,8 @@ For each study seed: build the cohort, pretrain once (cached), then run every co
 the configured engine and attack its ledger. Each (seed, scheme) pair is a *cell* written to
 ``schemes/<scheme>/seed-<seed>/`` and marked done last, so an interrupted run can be finished with
 ``--resume`` without redoing finished cells. The folder is assembled under a hidden ``.partial`` name
-and renamed when every cell is done, so an unfinished run never looks finished.
+and renamed when every cell is done, so an unfinished run never looks finished; simulator.layout makes
+both names unique, so runs started at the same time never share or remove each other's folder.
 """
 from __future__ import annotations
 
@@ -87,6 +88,20 @@ def simulate(
     on_step: Say | None = None,
 ) -> SimulationResult:
     """Start a new run folder and fill it. ``attack``/``attack_budget`` override ``cfg.attacks``."""
+    work = start(cfg, runs_root, name, data_path, attack, attack_budget)
+    return _fill(work, cfg, Plan.load(work / PLAN_NAME), on_step or (lambda _msg: None))
+
+
+def start(
+    cfg: RunConfig,
+    runs_root: Path = Path("runs"),
+    name: str = "simulate",
+    data_path: str | None = None,
+    attack: bool | None = None,
+    attack_budget: str | None = None,
+) -> Path:
+    """Claim a new ``.partial`` run folder (simulator.layout: never one another run holds) and write its config
+    and plan; `resume` then fills it. Returns the folder, so that a caller can name it if the run is stopped."""
     import tomli_w  # pylint: disable=import-outside-toplevel
 
     if attack_budget is not None:
@@ -94,16 +109,13 @@ def simulate(
 
         get_budget(attack_budget)  # a bad name fails before anything runs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    plan = Plan(final_name=f"{name}-{stamp}", seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
+    final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
+    plan = Plan(final_name=final_name, seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
                 data_path=data_path, attack=cfg.attacks.enabled if attack is None else attack,
                 attack_budget=attack_budget or cfg.attacks.budget)
-    work = Path(runs_root) / f".{plan.final_name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     _atomic_text(work / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_toml_dict())))
     _atomic_text(work / PLAN_NAME, json.dumps(asdict(plan), indent=2) + "\n")
-    return _fill(work, cfg, plan, on_step or (lambda _msg: None))
+    return work
 
 
 def resume(run_dir: Path, on_step: Say | None = None) -> SimulationResult:
@@ -264,8 +276,7 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
     _atomic_text(work / "manifest.json", json.dumps(manifest(cfg, plan, work), indent=2, sort_keys=True) + "\n")
     shutil.rmtree(work / "work", ignore_errors=True)  # client data copies and probes: scratch only
     (work / PLAN_NAME).unlink()
-    final_dir = work.parent / plan.final_name
-    os.replace(work, final_dir)  # complete: every result file is in place
+    final_dir = layout.publish(work, plan.final_name)  # complete: every result file is in place
     say("writing the report")
     _report(final_dir)  # re-renderable with `mupriv report`; written atomically
     return SimulationResult(final_dir, results, attacks)
