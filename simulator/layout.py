@@ -18,7 +18,9 @@ names from here.
     audit.csv                dp-fedavg only: the DP audit's epsilon lower bounds, in attacks.csv's form
                              (AUDIT_FILE; kept apart because re-attacking a ledger does not redo it)
 
-A `simulate` run folder holds the last three for all its cells together, with a seed column.
+A `simulate` run folder holds the last three for all its cells together, with a seed column, and
+``pretrained/seed-<s>.pt``, the pretrained model every scheme of that seed started from (PRETRAINED_DIR;
+`--resume` reuses it rather than looking the cache up again).
 
 Run folders themselves are named ``<name>-<time>`` (``-2``, ``-3``, ... when that name is taken) and a
 `simulate` run is assembled under ``.<name>-<time>.partial`` until it is complete. `claim_folder`
@@ -42,6 +44,7 @@ ATTACKS_FILE = "attacks.csv"
 UNITS_FILE = "leakage_units.csv"
 LEAKAGE_FILE = "leakage.csv"
 AUDIT_FILE = "audit.csv"
+PRETRAINED_DIR = "pretrained"
 
 
 def truth_file(run_dir: Path, client: str) -> Path:
@@ -54,6 +57,10 @@ def heldout_file(run_dir: Path, client: str) -> Path:
 
 def model_file(run_dir: Path, client: str) -> Path:
     return Path(run_dir) / MODELS_DIR / f"{client}.pt"
+
+
+def pretrained_file(run_dir: Path, seed: int) -> Path:
+    return Path(run_dir) / PRETRAINED_DIR / f"seed-{seed}.pt"
 
 
 PARTIAL_SUFFIX = ".partial"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from simulator import layout
 from simulator.atomic import atomic_write
@@ -58,13 +59,16 @@ class Plan:
     data_path: str | None
     attack: bool
     attack_budget: str
+    threads: int | None = None  # torch threads the run started with: --resume uses the same (float sum order)
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
         try:
             raw = json.loads(path.read_text())
+            threads = raw.get("threads")
             return cls(str(raw["final_name"]), tuple(int(s) for s in raw["seeds"]), tuple(map(str, raw["schemes"])),
-                       raw.get("data_path"), bool(raw["attack"]), str(raw["attack_budget"]))
+                       raw.get("data_path"), bool(raw["attack"]), str(raw["attack_budget"]),
+                       None if threads is None else int(threads))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise MuprivError(f"{path} is unreadable ({e}): this run cannot be resumed; start it again") from None
 
@@ -112,7 +116,7 @@ def start(
     final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
     plan = Plan(final_name=final_name, seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
                 data_path=data_path, attack=cfg.attacks.enabled if attack is None else attack,
-                attack_budget=attack_budget or cfg.attacks.budget)
+                attack_budget=attack_budget or cfg.attacks.budget, threads=torch.get_num_threads())
     _atomic_text(work / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_toml_dict())))
     _atomic_text(work / PLAN_NAME, json.dumps(asdict(plan), indent=2) + "\n")
     return work
@@ -167,18 +171,46 @@ def _fill(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationResult:
     done = sum(cell_done(work, s, seed) for seed in plan.seeds for s in plan.schemes)
     if done:
         say(f"resuming: {done} of {total} (scheme, seed) cells already done")
-    for seed in plan.seeds:
-        pending = [s for s in plan.schemes if not cell_done(work, s, seed)]
-        if not pending:
-            continue
-        seed_cfg = replace(cfg, seed=seed)
+    threads = torch.get_num_threads()
+    if plan.threads and plan.threads != threads:
+        say(f"running on {plan.threads} torch thread(s), as this run started (this process had {threads})")
+        torch.set_num_threads(plan.threads)
+    try:
+        for seed in plan.seeds:
+            pending = [s for s in plan.schemes if not cell_done(work, s, seed)]
+            if pending:
+                _fill_seed(work, replace(cfg, seed=seed), seed, pending, plan, say)
+        return _assemble(work, cfg, plan, say)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fill_seed(work: Path, cfg: RunConfig, seed: int, pending: list[str], plan: Plan, say: Say) -> None:
+    """The cohort and the pretrained model of one seed, then its pending cells. The run keeps its own copy of the
+    pretrained model (pretrained/seed-<s>.pt): a resumed run starts every remaining scheme from that one, never
+    from a second model the cache would key differently (another thread count, another code version)."""
+    own = layout.pretrained_file(work, seed)
+    facts = work / "work" / f"study-seed-{seed}.json"
+    if own.is_file():
+        say(f"seed {seed}: building the cohort; the pretrained model is this run's own ({own.relative_to(work)})")
+        study = build_study(cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path, pretrained=own)
+    else:
         say(f"seed {seed}: building the cohort and pretraining (cached after the first run)")
-        study = build_study(seed_cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
-        truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
-        _atomic_text(work / "work" / f"study-seed-{seed}.json", json.dumps(_study_facts(study), indent=2))
-        for scheme in pending:
-            _run_cell(work, study, scheme, seed, truth, plan, say)
-    return _assemble(work, cfg, plan, say)
+        study = build_study(cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
+        _link_or_copy(study.pretrained_path, own)
+    truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
+    if not facts.is_file():  # written when the seed first ran: it names the model the cache gave then
+        _atomic_text(facts, json.dumps(_study_facts(study, own.relative_to(work)), indent=2))
+    for scheme in pending:
+        _run_cell(work, study, scheme, seed, truth, plan, say)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        atomic_write(dst, Path(src).read_bytes())
 
 
 def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, plan: Plan, say: Say) -> None:
@@ -333,14 +365,15 @@ def manifest(cfg: RunConfig, plan: Plan, work: Path) -> dict:
     }
 
 
-def _study_facts(study: Study) -> dict:
-    """The per-seed part of the manifest: clients, record counts, a data fingerprint, the checkpoint."""
+def _study_facts(study: Study, own: Path) -> dict:
+    """The per-seed part of the manifest: clients, record counts, a data fingerprint, the checkpoint (its cache
+    name, and ``own``: the run folder's copy every scheme of the seed started from)."""
     return {
         "clients": [c.id for c in study.clients],
         "source_train": len(study.source_train), "source_test": len(study.source_test),
         "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
         "fingerprint": _fingerprint(study),
-        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name},
+        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name, "run_copy": str(own)},
     }
 
 

@@ -95,9 +95,12 @@ def build_study(
     data_path: str | None = None,
     cache_dir: Path | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    pretrained: Path | None = None,
 ) -> Study:
     """Cohort, each client's data file under work_dir/clients/, and the pretrained model (from the cache
-    when the same settings were pretrained before)."""
+    when the same settings were pretrained before). ``pretrained``: use this checkpoint instead (a resumed
+    run's own model: its cache key may differ now, e.g. on another thread count, and a run must not mix
+    two pretrained models)."""
     cohort = build_cohort(cfg, data_path)
     if len(cohort.source) < 4:
         raise MuprivError(f"the server's source set has {len(cohort.source)} records: pretraining needs more; raise data.synthetic_records or cohort.source_fraction")
@@ -113,6 +116,9 @@ def build_study(
         save_npz(train, path)
         clients.append(StudyClient(c.id, k, train, test, path))
 
+    if pretrained is not None:
+        load_model(Path(pretrained), cfg.model)  # another architecture is an error here, before any scheme runs
+        return Study(cfg, clients, source_train, source_test, Path(pretrained), True, [])
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
     cached = ckpt.is_file()

@@ -58,3 +58,57 @@ def test_publishing_never_replaces_a_finished_run(tmp_path):
     final = layout.publish(partial, "t-1")
     assert final.name == "t-1-2" and (final / "results.csv").read_text() == "mine"
     assert (tmp_path / "t-1" / "results.csv").read_text() == "theirs" and not partial.exists()
+
+
+TINY = {
+    "model": {"d_model": 16, "d_state": 8},
+    "data": {"synthetic_records": 64, "fs": 50.0, "length": 256},
+    "train": {"full_epochs": 1, "mu_epochs": 1},
+    "finetune": {"epochs": 1, "batch_size": 8},
+    "cohort": {"clients": 2, "records_per_client": 12},
+    "federation": {"budget": "as-configured", "rounds": 1},
+    "schemes": {"run": ["mu-ft", "fedavg"]},
+    "attacks": {"enabled": False},
+}
+
+
+def test_resume_on_another_thread_count_reuses_the_runs_own_pretrained_model(tmp_path, monkeypatch):
+    """Before, a resume on 2 threads keyed the pretraining cache differently, trained a second model for the
+    remaining schemes, and the manifest named only that one."""
+    import torch
+
+    import simulator.simulate as sim
+
+    monkeypatch.setenv("MUPRIV_CACHE_DIR", str(tmp_path / "cache"))
+    real = sim._run_cell
+
+    def stop_after_the_first_cell(work, study, scheme, seed, *args):
+        if scheme != "mu-ft":
+            raise KeyboardInterrupt
+        return real(work, study, scheme, seed, *args)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(sim, "_run_cell", stop_after_the_first_cell)
+        try:
+            sim.simulate(parse_config(TINY), runs_root=tmp_path / "runs", name="r")
+        except KeyboardInterrupt:
+            pass
+        (partial,) = (tmp_path / "runs").glob(".r-*.partial")
+        assert json.loads((partial / sim.PLAN_NAME).read_text())["threads"] == 1
+        first = list((tmp_path / "cache" / "pretrained").glob("*.pt"))
+        assert len(first) == 1 and layout.pretrained_file(partial, 0).is_file()
+
+        monkeypatch.setattr(sim, "_run_cell", real)
+        torch.set_num_threads(2)
+        steps: list[str] = []
+        run = sim.resume(partial, on_step=steps.append).run_dir
+        assert torch.get_num_threads() == 2  # the caller's count is restored afterwards
+    finally:
+        torch.set_num_threads(before)
+    assert list((tmp_path / "cache" / "pretrained").glob("*.pt")) == first  # no second model was trained
+    assert any("as this run started" in s for s in steps) and any("this run's own" in s for s in steps)
+    pretrained = json.loads((run / "manifest.json").read_text())["studies"]["0"]["pretrained"]
+    assert pretrained["checkpoint"] == first[0].name and pretrained["run_copy"] == "pretrained/seed-0.pt"
+    assert (run / "pretrained" / "seed-0.pt").read_bytes() == first[0].read_bytes()
