@@ -27,7 +27,11 @@ def atomic_write(path: str | Path, content: Content, *, fsync: bool = False, mod
     before the rename (for files that must survive a power cut, not only a crash)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    except OSError as e:
+        e.filename = str(path)  # the user's file, not our temporary name
+        raise
     try:
         if callable(content):
             os.close(fd)
@@ -45,9 +49,11 @@ def atomic_write(path: str | Path, content: Content, *, fsync: bool = False, mod
                 os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if fd >= 0:
             os.close(fd)
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (tmp, None):
+            e.filename = str(path)  # the user's file, not our temporary name
         raise
     return path

@@ -114,4 +114,8 @@ def run_scheme_command(
     long = to_long(run.table, cfg.seed)
     atomic_write(run_dir / "results.csv", long.to_csv(index=False, float_format="%.10g"))
     out_console.print(client_rich_table(f"{name} ({run.wall_s:.1f} s, engine {run.federation.engine})", run.table))
-    console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, ledger/)")
+    failed = run.table[run.table["error"].fillna("").astype(str) != ""]
+    if len(failed):
+        console.print(f"[bold red]⚠[/bold red] {len(failed)} of {len(run.table)} clients failed "
+                      f"({', '.join(failed['client'])}): see the error column above and failures.csv")
+    console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, failures.csv, ledger/)")

@@ -1,13 +1,14 @@
 """`mupriv simulate [CONFIG]`: cohort, pretraining, every configured scheme, attacks, report."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from simulator.errors import MuprivError
+from simulator.errors import DISK_FULL, MuprivError
 
 console = Console(stderr=True)
 DEFAULT_CONFIG = Path("configs/quickstart.toml")
@@ -55,8 +56,22 @@ def simulate_command(
             result = resume_run(work, on_step=say)
         except KeyboardInterrupt:
             raise MuprivError(f"interrupted: finish it with `mupriv simulate --resume {work}`") from None
+        except MuprivError:
+            if resume is None and not any(Path(work).glob("schemes/*/seed-*/.done")):
+                shutil.rmtree(work, ignore_errors=True)  # refused before any result: nothing to resume
+            raise
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            where = e.filename or work
+            if Path(work).is_dir():
+                raise MuprivError(f"{where}: no space left on device; free some space, then finish this run with "
+                                  f"`mupriv simulate --resume {work}` (finished cells are kept)") from None
+            raise MuprivError(f"{where}: no space left on device while writing the report of the finished run in "
+                              f"{out}; free some space, then run `mupriv report` on it") from None
     from simulator.report.terminal import print_comparison
 
     print_comparison(Console(), result.run_dir)
-    written = ["report.html", "report.md", "results.csv", *(["attacks.csv"] if result.attacks is not None else []), "ledger.csv"]
+    written = ["report.html", "report.md", "results.csv", "failures.csv",
+               *(["attacks.csv"] if result.attacks is not None else []), "ledger.csv"]
     console.print(f"run folder: {result.run_dir} ({', '.join(written)})")

@@ -95,9 +95,26 @@ class FederationConfig:
     rounds: int = field(default=0, metadata={"help": "federated rounds (a [schemes.<name>] table can override it); only with budget = \"as-configured\", derived otherwise"})
     local_epochs: int = field(default=1, metadata={"help": "local epochs per round (a [schemes.<name>] table can override it)"})
     timeout_s: float = field(default=3600.0, metadata={"help": "hard time limit per scheme run (seconds)"})
+    fail: tuple[str, ...] = field(default=(), metadata={"help": 'make devices fail, to test that failures are reported: '
+                                  '"<client>@<round>" raises on that client\'s messages of that round (the ledger\'s: 0 = '
+                                  'the first full download, 1..R training, R+1 the final model), "<client>@*" in every round '
+                                  'but the final model; client "*" = every client. E.g. ["client-001@2"]; every scheme '
+                                  'of the run gets the same failures'})
 
 
 BUDGETS = ("matched", "as-configured")
+
+
+def parse_fail(entries: tuple[str, ...]) -> list[tuple[str, int | str]]:
+    """[federation] fail entries as (client id or "*", round >= 0 or "*"); a malformed one is an error naming it."""
+    out: list[tuple[str, int | str]] = []
+    for entry in entries:
+        client, sep, rnd = str(entry).partition("@")
+        if not sep or not client.strip() or "@" in rnd or not (rnd == "*" or rnd.isdigit()):
+            raise MuprivError(f"federation.fail entry {entry!r} is not \"<client>@<round>\": write e.g. "
+                              f"\"client-001@2\" (round 2), \"client-001@*\" (every round) or \"*@1\" (every client)")
+        out.append((client.strip(), rnd if rnd == "*" else int(rnd)))
+    return out
 
 
 def matched_rounds(scheme: str, device_epochs: int, params: dict[str, Any]) -> int:
@@ -191,6 +208,7 @@ class RunConfig:
             raise MuprivError(f"federation.budget = {self.federation.budget!r}: choose {' or '.join(map(repr, BUDGETS))}")
         if self.federation.local_epochs < 1:
             raise MuprivError("federation.local_epochs must be >= 1")
+        parse_fail(self.federation.fail)
         if self.federation.budget == "matched" and self.federation.rounds:
             raise MuprivError(f"federation.rounds = {self.federation.rounds} with federation.budget = \"matched\": rounds are "
                               f"derived from finetune.epochs so that every scheme trains as long on a device; remove rounds, "

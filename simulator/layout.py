@@ -15,10 +15,12 @@ names from here.
     leakage_units.csv        per unit (record, label guess, membership candidate) the attack's score and
                              the best null's (UNITS_FILE)
     leakage.csv              the calibrated gains, intervals and verdicts (LEAKAGE_FILE)
+    failures.csv             every client failure: scheme, client, round, message type and the error (FAILURES_FILE;
+                             header only when nothing failed); results.csv counts them per client (failed_rounds)
     audit.csv                dp-fedavg only: the DP audit's epsilon lower bounds, in attacks.csv's form
                              (AUDIT_FILE; kept apart because re-attacking a ledger does not redo it)
 
-A `simulate` run folder holds the last three for all its cells together, with a seed column, and
+A `simulate` run folder holds failures.csv and the last three for all its cells together, with a seed column, and
 ``pretrained/seed-<s>.pt``, the pretrained model every scheme of that seed started from (PRETRAINED_DIR;
 `--resume` reuses it rather than looking the cache up again).
 
@@ -44,6 +46,7 @@ ATTACKS_FILE = "attacks.csv"
 UNITS_FILE = "leakage_units.csv"
 LEAKAGE_FILE = "leakage.csv"
 AUDIT_FILE = "audit.csv"
+FAILURES_FILE = "failures.csv"
 PRETRAINED_DIR = "pretrained"
 
 

@@ -139,7 +139,7 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _round_of(message: Message) -> int | None:
+def round_of(message: Message) -> int | None:
     """The FL round a message belongs to, as the server can read it from the message."""
     gid = message.metadata.group_id
     if gid and gid.lstrip("-").isdigit():
@@ -243,7 +243,7 @@ class WireLedger:
             entry = LedgerEntry(
                 row=len(self._entries),
                 scheme=self.scheme,
-                round=_round_of(message) if round is None else round,
+                round=round_of(message) if round is None else round,
                 exchange=exchange,
                 direction=direction,
                 node_id=int(node_id),

@@ -30,7 +30,7 @@ from simulator.atomic import atomic_write
 from simulator.config import RunConfig, load_config
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
-from simulator.runner import run_scheme, save_truth, to_long
+from simulator.runner import FAILURE_COLUMNS, run_scheme, save_truth, to_long
 from simulator.study import Study, build_study
 
 PACKAGES = ("torch", "flwr", "opacus", "numpy", "pandas", "wfdb", "mupriv")
@@ -292,6 +292,7 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
     _maybe_parquet(results, work / "results.parquet")
     pd.concat([pd.read_csv(c / "timings.csv") for *_, c in cells], ignore_index=True).to_csv(
         work / "timings.csv", index=False, float_format="%.10g")
+    _write_failures(work, cells)
     ledgers = []
     for seed, _, c in cells:
         frame = WireLedger.load(c / "ledger").to_frame()
@@ -312,6 +313,18 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
     say("writing the report")
     _report(final_dir)  # re-renderable with `mupriv report`; written atomically
     return SimulationResult(final_dir, results, attacks)
+
+
+def _write_failures(work: Path, cells: list[tuple[int, str, Path]]) -> None:
+    """failures.csv: every cell's client failures with its seed (header only when nothing failed)."""
+    parts = []
+    for seed, _, c in cells:
+        if (c / layout.FAILURES_FILE).is_file():
+            frame = pd.read_csv(c / layout.FAILURES_FILE, dtype=str, keep_default_na=False)
+            frame.insert(0, "seed", seed)
+            parts.append(frame)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["seed", *FAILURE_COLUMNS])
+    _atomic_csv(frame, work / layout.FAILURES_FILE)
 
 
 def _write_leakage(run_dir: Path, cells: list[Path]) -> None:

@@ -2,6 +2,7 @@
 server-pretrained model (full training then µ-Training), cached by a hash of what shaped it."""
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -11,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from simulator.config import RunConfig
+from simulator.config import RunConfig, parse_fail
 from simulator.core.checkpoint import load_model, save_checkpoint
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, evaluate, train_plan
@@ -105,6 +106,7 @@ def build_study(
     if len(cohort.source) < 4:
         raise MuprivError(f"the server's source set has {len(cohort.source)} records: pretraining needs more; raise data.synthetic_records or cohort.source_fraction")
     source_train, source_test = split_train_val(cohort.source, cfg.data.val_fraction, cfg.seed)
+    _check_fail_clients(cfg, [c.id for c in cohort.clients])
     clients_dir = Path(work_dir) / "clients"
     clients_dir.mkdir(parents=True, exist_ok=True)
     clients = []
@@ -132,6 +134,15 @@ def build_study(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
     return Study(cfg, clients, source_train, source_test, ckpt, cached, log)
+
+
+def _check_fail_clients(cfg: RunConfig, ids: list[str]) -> None:
+    """federation.fail may only name clients this cohort has (checked before anything trains)."""
+    for client, _ in parse_fail(cfg.federation.fail):
+        if client != "*" and client not in ids:
+            close = difflib.get_close_matches(client, ids, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"this cohort's clients are {', '.join(ids)}"
+            raise MuprivError(f"federation.fail names client {client!r}, which this cohort does not have: {hint}")
 
 
 class _seeded:
