@@ -66,6 +66,19 @@ def _run_phases(model, phases, train, val, seed: int):
     return results
 
 
+def _selection(result, fit_set, val_set, test_set) -> dict:
+    """How finetune chose the epoch it kept, and on which records (never the test records it reports on)."""
+    kept = result.best_epoch
+    return {
+        "on": "validation split of the training records" if val_set is not None
+        else "none: too few training records for a validation split, so the last epoch is kept",
+        "fit_records": len(fit_set), "val_records": 0 if val_set is None else len(val_set), "test_records": len(test_set),
+        "kept_epoch": kept,
+        # epoch 0 is the starting model (None: no epoch ran): then "after" equals "before" by construction
+        "changed_nothing": kept in (0, None),
+    }
+
+
 def _phase_summary(result) -> dict:
     return {
         "phase": result.phase.to_dict(),
@@ -143,28 +156,39 @@ def finetune(
     from simulator.core.cost import phase_cost
     from simulator.core.metrics import forgetting
     from simulator.core.phases import evaluate
-    from simulator.datasets import load_configured_records, split_train_val
+    from simulator.datasets import load_configured_records, split_tensors, split_train_val
 
     base = load_config(config) if config else parse_config(read_checkpoint(checkpoint)["config"] or {}, f"{checkpoint} (embedded config)")
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
     cfg = with_overrides(base, finetune=dict(epochs=epochs, parts=part_list), data=dict(path=data), **{"": dict(seed=seed)})
     model, _ = load_model(checkpoint, expected=cfg.model)
     records = load_configured_records(cfg.data, cfg.seed + 1)
+    # test records are only reported on; the epoch is picked on a validation split of the training records, so
+    # "after" is an honest estimate (picking it on the test records made "after" never lower than "before")
     train_set, test_set = split_train_val(records, cfg.data.val_fraction, cfg.seed)
+    split = split_tensors(train_set, cfg.data.val_fraction, cfg.seed + 1)
+    fit_set, val_set = split if split is not None else (train_set, None)
     source = None
     if source_data is not None:
         source = load_configured_records(cfg.data, cfg.seed, path=source_data).tensors()
     phase = cfg.finetune.phase()
     before, source_before = evaluate(model, test_set), evaluate(model, source) if source else None
     middle_before = [p.detach().clone() for p in model.middle.parameters()]
-    (result,) = _run_phases(model, [phase], train_set, test_set, cfg.seed)
+    (result,) = _run_phases(model, [phase], fit_set, val_set, cfg.seed)
     after = evaluate(model, test_set)
+    selection = _selection(result, fit_set, val_set, test_set)
     middle_unchanged = all(torch.equal(a, b) for a, b in zip(middle_before, model.middle.parameters()))
+    if "middle" in phase.parts and selection["changed_nothing"]:
+        middle_unchanged = None  # unchanged only because nothing was kept: not the µ-Fine-Tuning guarantee
     save_checkpoint(out, model, config=cfg.to_dict(), extra={"phases": [_phase_summary(result)], "finetuned_from": str(checkpoint)})
-    console.print(f"personal macro-AUROC {before.macro_auroc:.3f} -> {after.macro_auroc:.3f}; checkpoint written to {out}")
+    if selection["changed_nothing"]:
+        console.print("selection kept epoch 0, the starting model (no epoch beat it on the validation records, or none "
+                      "ran): fine-tuning changed nothing")
+    console.print(f"personal macro-AUROC on {len(test_set)} test records {before.macro_auroc:.3f} -> {after.macro_auroc:.3f}; "
+                  f"checkpoint written to {out}")
     report = {
         "command": "finetune", "checkpoint": str(out), "from": str(checkpoint), "config_hash": cfg.hash(),
-        "phase": _phase_summary(result), "middle_bitwise_unchanged": middle_unchanged,
+        "phase": _phase_summary(result), "selection": selection, "middle_bitwise_unchanged": middle_unchanged,
         "device_cost": phase_cost(model, phase, train_set.length).to_dict(),
         "personal_before": before.to_dict(), "personal_after": after.to_dict(),
     }

@@ -26,10 +26,17 @@ def load_configured_records(cfg: DataConfig, seed: int, path: str | None = None)
 
 def split_train_val(records: ECGRecords, val_fraction: float, seed: int) -> tuple[ECGTensors, ECGTensors]:
     """A seeded random split by record; both sides must be non-empty."""
-    n = len(records)
+    split = split_tensors(records.tensors(), val_fraction, seed)
+    if split is None:
+        raise MuprivError(f"data: {len(records)} records cannot be split with val_fraction={val_fraction}; give more records or change data.val_fraction")
+    return split
+
+
+def split_tensors(data: ECGTensors, val_fraction: float, seed: int) -> tuple[ECGTensors, ECGTensors] | None:
+    """(rest, held out): a seeded random split by record, or None when one side would be empty."""
+    n = len(data)
     n_val = int(round(n * val_fraction))
     if n < 2 or n_val < 1 or n_val >= n:
-        raise MuprivError(f"data: {n} records cannot be split with val_fraction={val_fraction}; give more records or change data.val_fraction")
+        return None
     order = np.random.default_rng([seed, 0xDA7A]).permutation(n)
-    data = records.tensors()
     return data.subset(order[n_val:]), data.subset(order[:n_val])
