@@ -101,6 +101,7 @@ def train(
     self_distill: Optional[bool] = typer.Option(None, "--self-distill/--no-self-distill", help="Override train.self_distill."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here instead of stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Pretrain on the server: full training, then µ-Training of the middle (optionally self-distilled)."""
     from simulator.config import load_config, with_overrides
@@ -113,7 +114,8 @@ def train(
     import torch
 
     cfg = with_overrides(load_config(config), train=dict(full_epochs=full_epochs, mu_epochs=mu_epochs, position=position,
-                                                          self_distill=self_distill), data=dict(path=data), **{"": dict(seed=seed)})
+                                                          self_distill=self_distill), data=dict(path=data, skip_bad=skip_bad or None),
+                         **{"": dict(seed=seed)})
     records = load_configured_records(cfg.data, cfg.seed)
     train_set, val_set = split_train_val(records, cfg.data.val_fraction, cfg.seed)
     console.print(f"data: {len(train_set)} train / {len(val_set)} validation records, {train_set.length} samples x {train_set.n_leads} leads")
@@ -147,6 +149,7 @@ def finetune(
     source_data: Optional[str] = typer.Option(None, "--source-data", help="Source-task records to measure forgetting on."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here instead of stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Personalise on a device: µ-Fine-Tuning (encoder + decoder; the middle stays bitwise frozen)."""
     import torch
@@ -160,7 +163,8 @@ def finetune(
 
     base = load_config(config) if config else parse_config(read_checkpoint(checkpoint)["config"] or {}, f"{checkpoint} (embedded config)")
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
-    cfg = with_overrides(base, finetune=dict(epochs=epochs, parts=part_list), data=dict(path=data), **{"": dict(seed=seed)})
+    cfg = with_overrides(base, finetune=dict(epochs=epochs, parts=part_list), data=dict(path=data, skip_bad=skip_bad or None),
+                         **{"": dict(seed=seed)})
     model, _ = load_model(checkpoint, expected=cfg.model)
     records = load_configured_records(cfg.data, cfg.seed + 1)
     # test records are only reported on; the epoch is picked on a validation split of the training records, so

@@ -49,7 +49,9 @@ def inspect_cmd(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
     meta = rec.meta
-    console.print(f"[bold]{path}[/bold]: {len(rec)} records, {rec.length} samples x 12 leads at {rec.fs:g} Hz ({rec.units})"
+    # a tensor .npz need not state its rate: say so rather than print the --fs it was taken to be
+    rate = "a rate the file does not state" if len(meta) and meta["fs_original"].isna().all() else f"{rec.fs:g} Hz"
+    console.print(f"[bold]{path}[/bold]: {len(rec)} records, {rec.length} samples x 12 leads at {rate} ({rec.units})"
                   + ("  [dim](from cache)[/dim]" if cache.hits else ""))
     t = Table(title="classes")
     t.add_column("class"); t.add_column("records", justify="right"); t.add_column("labelled", justify="right")

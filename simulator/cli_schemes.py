@@ -85,6 +85,7 @@ def run_scheme_command(
     engine: Optional[str] = typer.Option(None, "--engine", help="inline (default), ray or deployment (a real local Flower federation); overrides federation.engine."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<scheme>-<time>)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Run one scheme on the configured cohort and print its per-client table."""
     import dataclasses
@@ -93,7 +94,8 @@ def run_scheme_command(
     from simulator.runner import run_scheme, to_long
     from simulator.study import build_study
 
-    cfg = with_overrides(load_config(config), data=dict(path=data), federation=dict(engine=engine), **{"": dict(seed=seed)})
+    cfg = with_overrides(load_config(config), data=dict(path=data, skip_bad=skip_bad or None), federation=dict(engine=engine),
+                         **{"": dict(seed=seed)})
     overrides = parse_param_overrides(param)
     params = cfg.scheme_params(name)
     if overrides:

@@ -25,6 +25,7 @@ def simulate_command(
     budget: Optional[str] = typer.Option(None, "--attack-budget", help="Attack budget preset: quick, standard or thorough (default: attacks.budget)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeat the study with N derived seeds (seed, seed+1, ...); mean and 95% interval."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run folder (runs/.<name>-<time>.partial) without redoing finished cells."),
 ) -> None:
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
@@ -34,13 +35,14 @@ def simulate_command(
 
     if resume is not None:
         given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine),
-                                      ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget))
+                                      ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget),
+                                      ("--skip-bad", skip_bad or None))
                  if v is not None]
         if given:
             raise MuprivError(f"--resume finishes a run with the settings it started with; drop {', '.join(given)}")
     else:
         path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-        cfg = with_overrides(load_config(path), data=dict(path=data), federation=dict(engine=engine),
+        cfg = with_overrides(load_config(path), data=dict(path=data, skip_bad=skip_bad or None), federation=dict(engine=engine),
                              **{"": dict(seed=seed, seeds=seeds)})
         if schemes:
             cfg = with_overrides(cfg, schemes=dict(run=[s.strip() for s in schemes.split(",") if s.strip()]))

@@ -21,7 +21,22 @@ def load_configured_records(cfg: DataConfig, seed: int, path: str | None = None)
     path = path if path is not None else cfg.path
     if not path:
         return preprocess_records(synthesize(cfg.synthetic_records, seed=seed), preprocess_config(cfg))
-    return load_records(path, preprocess=preprocess_config(cfg), skip_bad=cfg.skip_bad)
+    records = load_records(path, preprocess=preprocess_config(cfg), skip_bad=cfg.skip_bad)
+    if str(path).lower().endswith(".npz"):
+        _check_npz_shape(path, records, cfg)
+    return records
+
+
+def _check_npz_shape(path: str, records: ECGRecords, cfg: DataConfig) -> None:
+    """An .npz is used as it is (never resampled or cropped), so its rate and length must be the config's: before,
+    a mismatch was silently trained on, and the config's fs and length described data the model never saw."""
+    if records.length != cfg.length:
+        raise MuprivError(f"{path}: records are {records.length} samples long but data.length = {cfg.length}; an .npz "
+                          f"is used as it is (not cropped or resampled): set data.length = {records.length} or write "
+                          f"the file at {cfg.length} samples")
+    if records.fs != cfg.fs:
+        raise MuprivError(f"{path}: the file's records are at {records.fs:g} Hz but data.fs = {cfg.fs:g}; an .npz is "
+                          f"used as it is (not resampled): set data.fs = {records.fs:g} or write the file at {cfg.fs:g} Hz")
 
 
 def split_train_val(records: ECGRecords, val_fraction: float, seed: int) -> tuple[ECGTensors, ECGTensors]:
