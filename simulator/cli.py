@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from simulator import __version__
+from simulator.cli_compat import keep_argument_help
 from simulator.errors import user_errors
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+keep_argument_help()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(stderr=True)
