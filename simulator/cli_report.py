@@ -21,7 +21,14 @@ def report_command(
     from simulator.report.load import load_run
     from simulator.report.render import render_report
     from simulator.report.terminal import print_comparison
+    from simulator.sweep import is_sweep
 
+    if is_sweep(run_dir):  # a sweep folder: the trade-off across its points (each point has its own report)
+        from simulator.report.sweep_report import render_sweep_report
+
+        md, html = render_sweep_report(run_dir)
+        Console().print(f"sweep report written to {md} and {html}")
+        return
     run = load_run(run_dir)
     md, html = render_report(run)
     console = Console()

@@ -27,16 +27,21 @@ def simulate_command(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeat the study with N derived seeds (seed, seed+1, ...); mean and 95% interval."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run folder (runs/.<name>-<time>.partial) without redoing finished cells."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE: set one dotted config key (TOML value), e.g. --set train.lr=3e-3; repeatable."),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: one run per value in one folder; several --sweep make a grid (also a [sweep] table in the config)."),
 ) -> None:
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
     from simulator.config import load_config, with_overrides
     from simulator.simulate import resume as resume_run
     from simulator.simulate import start
+    from simulator.sweep import apply_settings, config_axes, is_sweep, parse_set, parse_sweep, resume_sweep, start_sweep
 
+    axes: tuple = ()
+    resuming_sweep = resume is not None and is_sweep(resume)
     if resume is not None:
         given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine),
                                       ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget),
-                                      ("--skip-bad", skip_bad or None))
+                                      ("--skip-bad", skip_bad or None), ("--set", settings or None), ("--sweep", sweep or None))
                  if v is not None]
         if given:
             raise MuprivError(f"--resume finishes a run with the settings it started with; drop {', '.join(given)}")
@@ -46,20 +51,31 @@ def simulate_command(
                              **{"": dict(seed=seed, seeds=seeds)})
         if schemes:
             cfg = with_overrides(cfg, schemes=dict(run=[s.strip() for s in schemes.split(",") if s.strip()]))
+        if settings:
+            cfg = apply_settings(cfg, [parse_set(e) for e in settings], "--set")
+        axes = config_axes(path) + tuple(parse_sweep(e) for e in sweep or ())
     with console.status("starting") as status:
         def say(msg: str) -> None:
             status.update(msg)
             console.log(msg)
 
         # this run's own folder, claimed before anything runs: the only one an interruption may point to
-        work = resume if resume is not None else start(cfg, runs_root=out, name=name, data_path=data, attack=attacks,
-                                                       attack_budget=budget)
+        sweeping = bool(axes) or resuming_sweep
+        if resume is not None:
+            work = resume
+        elif axes:
+            work = start_sweep(cfg, axes, runs_root=out, name=name, data_path=data, attack=attacks, attack_budget=budget)
+        else:
+            work = start(cfg, runs_root=out, name=name, data_path=data, attack=attacks, attack_budget=budget)
         try:
-            result = resume_run(work, on_step=say)
+            if sweeping:
+                folder = resume_sweep(work, on_step=say)
+            else:
+                result = resume_run(work, on_step=say)
         except KeyboardInterrupt:
             raise MuprivError(f"interrupted: finish it with `mupriv simulate --resume {work}`") from None
         except MuprivError:
-            if resume is None and not any(Path(work).glob("schemes/*/seed-*/.done")):
+            if resume is None and not any(Path(work).rglob(".done")):
                 shutil.rmtree(work, ignore_errors=True)  # refused before any result: nothing to resume
             raise
         except OSError as e:
@@ -71,6 +87,9 @@ def simulate_command(
                                   f"`mupriv simulate --resume {work}` (finished cells are kept)") from None
             raise MuprivError(f"{where}: no space left on device while writing the report of the finished run in "
                               f"{out}; free some space, then run `mupriv report` on it") from None
+    if sweeping:
+        console.print(f"sweep folder: {folder} (report.html, report.md, sweep.csv, results.csv, points/)")
+        return
     from simulator.report.terminal import print_comparison
 
     print_comparison(Console(), result.run_dir)

@@ -331,7 +331,13 @@ def load_config(path: Path | None) -> RunConfig:
         table = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise MuprivError(f"{path}: not valid TOML ({e})") from None
-    return parse_config(table, str(path))
+    sweep = table.pop("sweep", None)  # a sweep is a grid of configs (simulator/sweep.py), not a setting
+    cfg = parse_config(table, str(path))
+    if sweep is not None:
+        from simulator.sweep import check_axes, sweep_table_axes  # pylint: disable=import-outside-toplevel
+
+        check_axes(cfg, sweep_table_axes(sweep, str(path)))  # every point must be a valid config
+    return cfg
 
 
 def with_overrides(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:

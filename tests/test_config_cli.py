@@ -138,21 +138,18 @@ def test_shipped_config_validates(path):
 def test_shipped_configs_cover_the_design():
     names = {str(p.relative_to(ROOT / "configs")) for p in CONFIGS}
     assert {"quickstart.toml", "real-sample.toml", "paper.toml"} <= names
-    assert len([n for n in names if n.startswith("dp-sweep/")]) >= 3
+    assert "dp-sweep.toml" in names
 
 
-def test_dp_sweep_points_differ_only_in_noise():
-    """The sweep is one file per point; they must not drift apart in anything but the swept value."""
-    points = sorted((ROOT / "configs" / "dp-sweep").glob("*.toml"))
-    noise, rest = [], set()
-    for path in points:
-        cfg = load_config(path)
-        params = cfg.schemes.params_for("dp-fedavg")
-        noise.append(params.pop("noise_multiplier"))
-        options = tuple((n, tuple(sorted(params.items())) if n == "dp-fedavg" else items) for n, items in cfg.schemes.options)
-        rest.add(dataclasses.replace(cfg, schemes=dataclasses.replace(cfg.schemes, options=options)).hash())
-    assert len(rest) == 1 and len(set(noise)) == len(points)
-    assert set(load_config(points[0]).schemes.run) == {"mu-ft", "fedavg", "dp-fedavg"}
+def test_dp_sweep_is_one_config_with_a_noise_axis():
+    from simulator.sweep import check_axes, config_axes
+
+    path = ROOT / "configs" / "dp-sweep.toml"
+    (axis,) = config_axes(path)
+    assert axis.key == "schemes.dp-fedavg.noise_multiplier" and axis.values == (0.5, 1.0, 2.0, 4.0)
+    points = check_axes(load_config(path), (axis,))
+    assert [p.scheme_params("dp-fedavg").noise_multiplier for p in points] == [0.5, 1.0, 2.0, 4.0]
+    assert set(points[0].schemes.run) == {"mu-ft", "fedavg", "dp-fedavg"}
 
 
 def test_paper_config_matches_the_paper():

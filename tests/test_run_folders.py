@@ -49,6 +49,23 @@ def test_a_second_run_in_the_same_second_keeps_the_first_runs_partial_folder(tmp
     assert json.loads((second / sim.PLAN_NAME).read_text())["final_name"] == "t-20250101-120000-2"
 
 
+def test_two_sweeps_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    """Before, the second sweep's mkdir(exist_ok=False) failed with a traceback."""
+    import simulator.sweep as sweep
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN206
+            return cls(2025, 1, 1, 12, 0, 0)
+
+    monkeypatch.setattr(sweep._dt, "datetime", Frozen)
+    cfg = parse_config({"schemes": {"run": ["mu-ft"]}})
+    axes = (sweep.parse_sweep("train.lr=0.001,0.002"),)
+    first = sweep.start_sweep(cfg, axes, runs_root=tmp_path, name="s")
+    second = sweep.start_sweep(cfg, axes, runs_root=tmp_path, name="s")
+    assert (first.name, second.name) == (".s-20250101-120000.partial", ".s-20250101-120000-2.partial")
+
+
 def test_publishing_never_replaces_a_finished_run(tmp_path):
     (tmp_path / "t-1").mkdir()
     (tmp_path / "t-1" / "results.csv").write_text("theirs")

@@ -1,0 +1,269 @@
+"""Sweeps: one run folder holding a grid of settings, each point a complete run.
+
+A setting is a dotted config key and a TOML value: ``train.lr=3e-3``,
+``schemes.dp-fedavg.noise_multiplier=2``, ``schemes.run=["mu-ft","fedavg"]``. ``--set KEY=VALUE``
+changes the config once; ``--sweep KEY=V1,V2,...`` (or a ``[sweep]`` table in the config, whose keys
+are the dotted keys and whose values are lists) makes one point per value, and several axes make
+their grid. Every point goes through the config's own parser, so an unknown key or a bad value is
+the config's one-line error before anything runs.
+
+The sweep folder::
+
+    sweep.csv            one row per point: point, then one column per swept key (the value as TOML)
+    config.toml          the base config (the points' own configs are in their folders)
+    points/<point>/      a complete `simulate` run folder per point (results, ledger, attacks, report)
+    results.csv          every point's results.csv with a leading `point` column
+    leakage.csv          every point's calibrated leakage with a leading `point` column (when attacked)
+    report.md/.html      the trade-off across points (simulator/report/sweep_report.py)
+
+Resume works per (point, scheme, seed) cell: a finished point is kept, an interrupted one is resumed
+from its own cells, and a point not started yet starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from simulator.config import RunConfig, parse_config
+from simulator.errors import MuprivError
+
+SWEEP_PLAN = "sweep-plan.json"
+SWEEP_FILE = "sweep.csv"
+POINTS_DIR = "points"
+Setting = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str
+    values: tuple[Any, ...]
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (number, bool, string, list); bare words are strings (``start`` = ``"start"``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set(expr: str, flag: str = "--set") -> Setting:
+    key, sep, value = expr.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise MuprivError(f"{flag} {expr!r}: write KEY=VALUE with a dotted config key, e.g. {flag} train.lr=3e-3")
+    return key.strip(), parse_value(value.strip())
+
+
+def parse_sweep(expr: str) -> Axis:
+    key, sep, values = expr.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise MuprivError(f"--sweep {expr!r}: write KEY=V1,V2,... with a dotted config key, e.g. "
+                          "--sweep schemes.dp-fedavg.noise_multiplier=0.5,1,2,4")
+    return Axis(key.strip(), tuple(parse_value(v) for v in items))
+
+
+def sweep_table_axes(table: Any, source: str) -> tuple[Axis, ...]:
+    """The axes of a config's ``[sweep]`` table: ``"dotted.key" = [v1, v2, ...]``."""
+    if not isinstance(table, dict):
+        raise MuprivError(f"{source}: [sweep] must be a table of \"dotted.key\" = [values], e.g. "
+                          "\"schemes.dp-fedavg.noise_multiplier\" = [0.5, 1.0]")
+    axes = []
+    for key, values in _flatten(table).items():
+        if not isinstance(values, list) or not values:
+            raise MuprivError(f"{source}: sweep.{key} must be a non-empty list of values, got {values!r}")
+        axes.append(Axis(key, tuple(values)))
+    return tuple(axes)
+
+
+def config_axes(path: Path | None) -> tuple[Axis, ...]:
+    """The axes of the [sweep] table of a config file (none without one)."""
+    if path is None or not Path(path).is_file():
+        return ()
+    table = tomllib.loads(Path(path).read_text()).get("sweep")
+    return () if table is None else sweep_table_axes(table, str(path))
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """TOML parses an unquoted dotted key into nested tables; quoted or not, a sweep key is the dotted path."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        full = f"{prefix}.{key}" if prefix else key
+        out.update(_flatten(value, full) if isinstance(value, dict) else {full: value})
+    return out
+
+
+def apply_settings(cfg: RunConfig, settings: list[Setting] | tuple[Setting, ...], source: str = "command line") -> RunConfig:
+    """The config with each dotted key set, parsed and validated as a config file would be."""
+    if not settings:
+        return cfg
+    table = cfg.to_toml_dict()
+    for key, value in settings:
+        parts = key.split(".")
+        node = table
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise MuprivError(f"{source}: {key}: {'.'.join(parts[:i + 1])} is a value, not a table")
+            node = child
+        node[parts[-1]] = value
+    return parse_config(table, f"{source} ({', '.join(k for k, _ in settings)})")
+
+
+def grid(axes: tuple[Axis, ...]) -> list[tuple[Setting, ...]]:
+    """Every combination of the axes' values, the first axis slowest."""
+    return [tuple(zip((a.key for a in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
+
+
+def point_names(points: list[tuple[Setting, ...]]) -> list[str]:
+    width = max(2, len(str(len(points) - 1)))
+    return [f"p{i:0{width}d}" for i in range(len(points))]
+
+
+def toml_text(value: Any) -> str:
+    """A value as it would be written in TOML (the sweep.csv cell and the report's labels)."""
+    import tomli_w  # pylint: disable=import-outside-toplevel
+
+    return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
+
+
+def check_axes(cfg: RunConfig, axes: tuple[Axis, ...]) -> list[RunConfig]:
+    """Every point's config, validated before anything runs (a bad value fails here, naming its key)."""
+    if not axes:
+        raise MuprivError("a sweep needs at least one --sweep KEY=V1,V2 or a [sweep] table")
+    keys = [a.key for a in axes]
+    if len(set(keys)) != len(keys):
+        raise MuprivError(f"sweep axes repeat a key: {keys}; give each key once with all its values")
+    return [apply_settings(cfg, list(point), "sweep point") for point in grid(axes)]
+
+
+# ---------------------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class SweepPlan:
+    final_name: str
+    axes: tuple[Axis, ...]
+    data_path: str | None
+    attack: bool
+    attack_budget: str
+
+    def to_json(self) -> str:
+        return json.dumps({"final_name": self.final_name, "axes": [[a.key, list(a.values)] for a in self.axes],
+                           "data_path": self.data_path, "attack": self.attack, "attack_budget": self.attack_budget},
+                          indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> "SweepPlan":
+        try:
+            raw = json.loads(path.read_text())
+            return cls(str(raw["final_name"]), tuple(Axis(str(k), tuple(v)) for k, v in raw["axes"]),
+                       raw.get("data_path"), bool(raw["attack"]), str(raw["attack_budget"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MuprivError(f"{path} is unreadable ({e}): this sweep cannot be resumed; start it again") from None
+
+
+def is_sweep(run_dir: Path) -> bool:
+    return (Path(run_dir) / SWEEP_PLAN).is_file() or (Path(run_dir) / SWEEP_FILE).is_file()
+
+
+def simulate_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("runs"), name: str = "sweep",
+                   data_path: str | None = None, attack: bool | None = None, attack_budget: str | None = None,
+                   on_step=None) -> Path:  # noqa: ANN001 - simulator.simulate.Say
+    """Start a sweep folder and fill it; returns the finished folder."""
+    work = start_sweep(cfg, axes, runs_root, name, data_path, attack, attack_budget)
+    return _fill_sweep(work, cfg, SweepPlan.load(work / SWEEP_PLAN), on_step or (lambda _msg: None))
+
+
+def start_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("runs"), name: str = "sweep",
+                data_path: str | None = None, attack: bool | None = None, attack_budget: str | None = None) -> Path:
+    """Check every point, claim a new ``.partial`` sweep folder (simulator.layout: never one another run holds) and
+    write its config and plan; `resume_sweep` fills it. Returns the folder, so a caller can name it if stopped."""
+    import tomli_w  # pylint: disable=import-outside-toplevel
+
+    from simulator import layout  # pylint: disable=import-outside-toplevel
+    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
+
+    check_axes(cfg, axes)
+    if attack_budget is not None:
+        from attacks.budget import get_budget  # pylint: disable=import-outside-toplevel
+
+        get_budget(attack_budget)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
+    plan = SweepPlan(final_name, axes, data_path, cfg.attacks.enabled if attack is None else attack,
+                     attack_budget or cfg.attacks.budget)
+    sim._atomic_text(work / "config.toml", tomli_w.dumps(sim._toml_safe(cfg.to_toml_dict())))
+    sim._atomic_text(work / SWEEP_PLAN, plan.to_json())
+    return work
+
+
+def resume_sweep(run_dir: Path, on_step=None) -> Path:  # noqa: ANN001
+    from simulator.config import load_config  # pylint: disable=import-outside-toplevel
+
+    run_dir = Path(run_dir)
+    return _fill_sweep(run_dir, load_config(run_dir / "config.toml"), SweepPlan.load(run_dir / SWEEP_PLAN),
+                       on_step or (lambda _msg: None))
+
+
+def _fill_sweep(work: Path, cfg: RunConfig, plan: SweepPlan, say) -> Path:  # noqa: ANN001
+    import tomli_w  # pylint: disable=import-outside-toplevel
+
+    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
+
+    points = grid(plan.axes)
+    names = point_names(points)
+    configs = check_axes(cfg, plan.axes)
+    for i, (point, settings, pcfg) in enumerate(zip(names, points, configs)):
+        final = work / POINTS_DIR / point
+        if final.is_dir():
+            continue  # finished earlier
+        label = f"point {i + 1} of {len(points)} ({point}: " + ", ".join(f"{k}={toml_text(v)}" for k, v in settings) + ")"
+        step = (lambda msg, _label=label: say(f"{_label}: {msg}"))
+        partial = work / POINTS_DIR / f".{point}.partial"
+        if partial.is_dir() and (partial / sim.PLAN_NAME).is_file():
+            sim.resume(partial, on_step=step)
+            continue
+        partial.mkdir(parents=True, exist_ok=True)
+        point_plan = sim.Plan(final_name=point, seeds=tuple(pcfg.study_seeds()), schemes=tuple(pcfg.schemes.run),
+                              data_path=plan.data_path, attack=plan.attack, attack_budget=plan.attack_budget,
+                              threads=torch.get_num_threads())
+        sim._atomic_text(partial / "config.toml", tomli_w.dumps(sim._toml_safe(pcfg.to_toml_dict())))
+        sim._atomic_text(partial / sim.PLAN_NAME, json.dumps(dataclasses.asdict(point_plan), indent=2) + "\n")
+        sim.resume(partial, on_step=step)
+    say("assembling the sweep")
+    _assemble_sweep(work, plan, names, points)
+    (work / SWEEP_PLAN).unlink()
+    from simulator import layout  # pylint: disable=import-outside-toplevel
+
+    final_dir = layout.publish(work, plan.final_name)  # never over another run's folder
+    say("writing the sweep report")
+    from simulator.report.sweep_report import render_sweep_report  # pylint: disable=import-outside-toplevel
+
+    render_sweep_report(final_dir)
+    return final_dir
+
+
+def _assemble_sweep(work: Path, plan: SweepPlan, names: list[str], points: list[tuple[Setting, ...]]) -> None:
+    from simulator import layout  # pylint: disable=import-outside-toplevel
+    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
+
+    table = pd.DataFrame([{"point": n, **{k: toml_text(v) for k, v in settings}} for n, settings in zip(names, points)])
+    sim._atomic_csv(table, work / SWEEP_FILE)
+    for name in ("results.csv", layout.LEAKAGE_FILE):
+        parts = []
+        for point in names:
+            path = work / POINTS_DIR / point / name
+            if path.is_file():
+                frame = pd.read_csv(path)
+                frame.insert(0, "point", point)
+                parts.append(frame)
+        if parts:
+            sim._atomic_csv(pd.concat(parts, ignore_index=True), work / name)

@@ -1,0 +1,67 @@
+"""The conclusions table's paired differences, against a hand computation."""
+import math
+
+import pandas as pd
+import pytest
+
+from simulator.report.conclusions import conclusions, paired_difference, verdict
+
+
+def _results(values: dict[tuple[str, int, str], tuple[float, float]]) -> pd.DataFrame:
+    """(scheme, seed, client) -> (pretrained, personal) macro-AUROC, as results.csv rows."""
+    rows = []
+    for (scheme, seed, client), (before, after) in values.items():
+        rows += [{"seed": seed, "scheme": scheme, "client": client, "metric": "pretrained_personal_macro_auroc",
+                  "value": before},
+                 {"seed": seed, "scheme": scheme, "client": client, "metric": "personal_macro_auroc", "value": after}]
+    return pd.DataFrame(rows)
+
+
+def test_several_seeds_give_an_interval_over_seed_means():
+    # gains (after - before): mu-ft 0.10/0.20 (seed 0), 0.30/0.10 (seed 1), 0.20/0.20 (seed 2);
+    # fedavg 0.05/0.05, 0.10/0.10, 0.00/0.10 -> paired differences per seed: mean(0.05, 0.15) = 0.10,
+    # mean(0.20, 0.00) = 0.10, mean(0.20, 0.10) = 0.15
+    gains = {("mu-ft", 0): (0.10, 0.20), ("mu-ft", 1): (0.30, 0.10), ("mu-ft", 2): (0.20, 0.20),
+             ("fedavg", 0): (0.05, 0.05), ("fedavg", 1): (0.10, 0.10), ("fedavg", 2): (0.00, 0.10)}
+    values = {(s, seed, f"c{i}"): (0.5, 0.5 + g[i]) for (s, seed), g in gains.items() for i in range(2)}
+    table = conclusions(_results(values))
+    row = table[table["metric"] == "improvement_macro_auroc"].iloc[0]
+    seed_means = [0.10, 0.10, 0.15]
+    mean = sum(seed_means) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in seed_means) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t(0.975, 2 df), one scheme compared: no adjustment
+    assert row["scheme"] == "fedavg" and row["n_seeds"] == 3 and row["n_pairs"] == 6
+    assert row["difference"] == pytest.approx(mean) and row["level"] == pytest.approx(0.95)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - half, mean + half))
+    assert row["verdict"] == "better"  # 0.117 +- 0.072: above 0
+
+
+def test_one_seed_uses_its_patients_and_says_so_and_the_family_is_adjusted():
+    values = {}
+    for i, (mu, fed, loc) in enumerate([(0.20, 0.10, 0.25), (0.10, 0.15, 0.05), (0.15, 0.05, 0.20)]):
+        values[("mu-ft", 0, f"c{i}")] = (0.5, 0.5 + mu)
+        values[("fedavg", 0, f"c{i}")] = (0.5, 0.5 + fed)
+        values[("local-ft", 0, f"c{i}")] = (0.5, 0.5 + loc)
+    table = conclusions(_results(values))
+    row = table[(table["metric"] == "improvement_macro_auroc") & (table["scheme"] == "fedavg")].iloc[0]
+    diffs = [0.10, -0.05, 0.10]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    half = 6.205346816 * sd / math.sqrt(3)  # t(1 - 0.025/2, 2 df): two schemes compared
+    assert row["level"] == pytest.approx(0.975)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - half, mean + half), rel=1e-6)
+    assert "one seed" in row["basis"] and row["verdict"] == "no detectable difference"
+
+
+def test_verdicts_follow_the_direction_that_is_better():
+    above = {"ci_low": 0.1, "ci_high": 0.3}
+    assert verdict(above, higher_is_better=True) == "better"
+    assert verdict(above, higher_is_better=False) == "worse"  # e.g. more forgetting
+    assert verdict({"ci_low": -0.1, "ci_high": 0.3}, True) == "no detectable difference"
+    assert verdict({"ci_low": math.nan, "ci_high": math.nan}, True) == "too few patients to tell"
+
+
+def test_unpaired_patients_are_not_compared():
+    values = {("mu-ft", 0, "a"): (0.5, 0.6), ("fedavg", 0, "b"): (0.5, 0.7)}
+    assert paired_difference(_results(values), "personal_macro_auroc", "mu-ft", "fedavg") is None
+    assert conclusions(_results({("fedavg", 0, "a"): (0.5, 0.7)})).empty  # no mu-ft: nothing to conclude
