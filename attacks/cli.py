@@ -4,8 +4,6 @@ Mount with ``app.command("attack")(user_errors(attack_command))`` in simulator/c
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attacks.budget import PRESETS, get_budget
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 CSV_NAME = "attacks.csv"
@@ -38,14 +37,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv")
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _fmt(v: float) -> str:

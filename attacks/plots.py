@@ -1,13 +1,12 @@
 """True vs reconstructed leads (PNG, matplotlib Agg), written atomically."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from attacks.score import Case
+from simulator.atomic import atomic_write
 from simulator.core.labels import LEADS
 
 
@@ -48,12 +47,8 @@ def plot_case(case: Case, path: Path, title: str, fs: float) -> Path:
     fig.suptitle(f"{title}: {case.scheme} {case.client} round {case.round} {case.attack}, r = {case.r:.3f}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

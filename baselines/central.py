@@ -44,9 +44,10 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         nodes = wait_for_nodes(grid, setup.num_clients)
         replies = broadcast(grid, nodes, "query.upload", lambda _n: model_content(None, {"server-round": 1}), "1")
         uploads = [r.content["data"] for r in replies if r.has_content() and "data" in r.content]
-        pooled = ECGTensors.from_arrays(*(np.concatenate([u[k].numpy() for u in uploads]) for k in ("x", "y", "known")))
-        phase = setup.phase(params.part_list(), epochs, name="central")
-        train_phase(model, phase, pooled, None, seed=setup.seed * 7919 + 1)
+        if uploads:  # with none (every device failed) the pretrained model goes back, as FedAvg's does
+            pooled = ECGTensors.from_arrays(*(np.concatenate([u[k].numpy() for u in uploads]) for k in ("x", "y", "known")))
+            phase = setup.phase(params.part_list(), epochs, name="central")
+            train_phase(model, phase, pooled, None, seed=setup.seed * 7919 + 1)
         full = parts_record(model, PARTS)
         broadcast(grid, nodes, "evaluate.final", lambda _n: model_content(full, {"server-round": 2}), "2")
 

@@ -21,6 +21,6 @@ SCHEME_APPS = "baselines.deploy:scheme_apps"
 
 
 def scheme_apps(run_config: dict[str, Any]) -> tuple[ServerApp, ClientApp]:
-    """``get_scheme(name).build(setup)`` with the setup read back from the run_config."""
+    """``get_scheme(name).apps(setup)`` with the setup read back from the run_config."""
     setup = SchemeSetup(**json.loads(str(run_config[SETUP_KEY])))
-    return get_scheme(setup.scheme).build(setup)
+    return get_scheme(setup.scheme).apps(setup)

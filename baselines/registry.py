@@ -34,6 +34,12 @@ class Scheme:
         if self.observable not in OBSERVABLE:
             raise ValueError(f"scheme {self.name}: observable must be one of {OBSERVABLE}")
 
+    def apps(self, setup: Any) -> tuple[Any, Any]:
+        """``build(setup)``, with the devices ``setup.faults`` names failing where it says (baselines.faults)."""
+        from baselines.faults import with_faults  # pylint: disable=import-outside-toplevel
+
+        return with_faults(self.build(setup), getattr(setup, "faults", {}) or {})
+
     def make_params(self, values: dict[str, Any] | None = None, where: str = "") -> Any:
         """The scheme's parameters from a plain dict; unknown names and wrong types are clear errors."""
         return parse_params(self.params, values or {}, where or f"schemes.{self.name}")

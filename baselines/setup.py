@@ -12,8 +12,8 @@ Nothing in a probe is visible to the server or recorded in the wire ledger.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
+from simulator.atomic import atomic_write
 from simulator.core.model import PARTS, ModelConfig, TDSSM
 from simulator.core.phases import Phase, PhaseResult, train_phase
 from simulator.core.tensors import ECGTensors, load_npz
@@ -42,6 +43,8 @@ class SchemeSetup:
     pretrained_path: str  # checkpoint of the server-pretrained model (read by the ServerApp only)
     probe_dir: str
     num_clients: int
+    # partition id (str) -> the rounds it fails in, or ["*"] (see baselines.faults; [federation] fail)
+    faults: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
     def to_run_config(self) -> dict[str, str]:
         return {SETUP_KEY: json.dumps(dataclasses.asdict(self), sort_keys=True)}
@@ -167,10 +170,9 @@ def write_probe(setup: SchemeSetup, context: Context, model: TDSSM, **extra: Any
     counters = dict(context.state[TALLY_KEY]) if TALLY_KEY in context.state else {}  # type: ignore[arg-type]
     blob = {"state": {n: p.detach().clone() for n, p in model.named_parameters()},
             "tally": {**counters, **extra}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()  # in memory first: a full disk is then an OSError of the write, not torch's RuntimeError
+    torch.save(blob, buf)
+    return atomic_write(path, buf.getvalue())
 
 
 def read_probe(probe_dir: Path, partition_id: int) -> dict[str, Any] | None:

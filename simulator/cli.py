@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from simulator import __version__
+from simulator.cli_compat import keep_argument_help
 from simulator.errors import user_errors
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+keep_argument_help()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(stderr=True)
@@ -42,10 +44,9 @@ def _write_json(result: dict, path: Optional[Path]) -> None:
     if path is None:
         typer.echo(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    from simulator.atomic import atomic_write
+
+    atomic_write(path, text + "\n")
     console.print(f"result written to {path}")
 
 
@@ -65,6 +66,19 @@ def _run_phases(model, phases, train, val, seed: int):
             if phase.epochs == 0:
                 progress.update(task, advance=1, status="skipped (0 epochs)")
     return results
+
+
+def _selection(result, fit_set, val_set, test_set) -> dict:
+    """How finetune chose the epoch it kept, and on which records (never the test records it reports on)."""
+    kept = result.best_epoch
+    return {
+        "on": "validation split of the training records" if val_set is not None
+        else "none: too few training records for a validation split, so the last epoch is kept",
+        "fit_records": len(fit_set), "val_records": 0 if val_set is None else len(val_set), "test_records": len(test_set),
+        "kept_epoch": kept,
+        # epoch 0 is the starting model (None: no epoch ran): then "after" equals "before" by construction
+        "changed_nothing": kept in (0, None),
+    }
 
 
 def _phase_summary(result) -> dict:
@@ -89,6 +103,7 @@ def train(
     self_distill: Optional[bool] = typer.Option(None, "--self-distill/--no-self-distill", help="Override train.self_distill."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here instead of stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Pretrain on the server: full training, then µ-Training of the middle (optionally self-distilled)."""
     from simulator.config import load_config, with_overrides
@@ -101,7 +116,8 @@ def train(
     import torch
 
     cfg = with_overrides(load_config(config), train=dict(full_epochs=full_epochs, mu_epochs=mu_epochs, position=position,
-                                                          self_distill=self_distill), data=dict(path=data), **{"": dict(seed=seed)})
+                                                          self_distill=self_distill), data=dict(path=data, skip_bad=skip_bad or None),
+                         **{"": dict(seed=seed)})
     records = load_configured_records(cfg.data, cfg.seed)
     train_set, val_set = split_train_val(records, cfg.data.val_fraction, cfg.seed)
     console.print(f"data: {len(train_set)} train / {len(val_set)} validation records, {train_set.length} samples x {train_set.n_leads} leads")
@@ -135,6 +151,7 @@ def finetune(
     source_data: Optional[str] = typer.Option(None, "--source-data", help="Source-task records to measure forgetting on."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here instead of stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Personalise on a device: µ-Fine-Tuning (encoder + decoder; the middle stays bitwise frozen)."""
     import torch
@@ -144,28 +161,40 @@ def finetune(
     from simulator.core.cost import phase_cost
     from simulator.core.metrics import forgetting
     from simulator.core.phases import evaluate
-    from simulator.datasets import load_configured_records, split_train_val
+    from simulator.datasets import load_configured_records, split_tensors, split_train_val
 
     base = load_config(config) if config else parse_config(read_checkpoint(checkpoint)["config"] or {}, f"{checkpoint} (embedded config)")
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
-    cfg = with_overrides(base, finetune=dict(epochs=epochs, parts=part_list), data=dict(path=data), **{"": dict(seed=seed)})
+    cfg = with_overrides(base, finetune=dict(epochs=epochs, parts=part_list), data=dict(path=data, skip_bad=skip_bad or None),
+                         **{"": dict(seed=seed)})
     model, _ = load_model(checkpoint, expected=cfg.model)
     records = load_configured_records(cfg.data, cfg.seed + 1)
+    # test records are only reported on; the epoch is picked on a validation split of the training records, so
+    # "after" is an honest estimate (picking it on the test records made "after" never lower than "before")
     train_set, test_set = split_train_val(records, cfg.data.val_fraction, cfg.seed)
+    split = split_tensors(train_set, cfg.data.val_fraction, cfg.seed + 1)
+    fit_set, val_set = split if split is not None else (train_set, None)
     source = None
     if source_data is not None:
         source = load_configured_records(cfg.data, cfg.seed, path=source_data).tensors()
     phase = cfg.finetune.phase()
     before, source_before = evaluate(model, test_set), evaluate(model, source) if source else None
     middle_before = [p.detach().clone() for p in model.middle.parameters()]
-    (result,) = _run_phases(model, [phase], train_set, test_set, cfg.seed)
+    (result,) = _run_phases(model, [phase], fit_set, val_set, cfg.seed)
     after = evaluate(model, test_set)
+    selection = _selection(result, fit_set, val_set, test_set)
     middle_unchanged = all(torch.equal(a, b) for a, b in zip(middle_before, model.middle.parameters()))
+    if "middle" in phase.parts and selection["changed_nothing"]:
+        middle_unchanged = None  # unchanged only because nothing was kept: not the µ-Fine-Tuning guarantee
     save_checkpoint(out, model, config=cfg.to_dict(), extra={"phases": [_phase_summary(result)], "finetuned_from": str(checkpoint)})
-    console.print(f"personal macro-AUROC {before.macro_auroc:.3f} -> {after.macro_auroc:.3f}; checkpoint written to {out}")
+    if selection["changed_nothing"]:
+        console.print("selection kept epoch 0, the starting model (no epoch beat it on the validation records, or none "
+                      "ran): fine-tuning changed nothing")
+    console.print(f"personal macro-AUROC on {len(test_set)} test records {before.macro_auroc:.3f} -> {after.macro_auroc:.3f}; "
+                  f"checkpoint written to {out}")
     report = {
         "command": "finetune", "checkpoint": str(out), "from": str(checkpoint), "config_hash": cfg.hash(),
-        "phase": _phase_summary(result), "middle_bitwise_unchanged": middle_unchanged,
+        "phase": _phase_summary(result), "selection": selection, "middle_bitwise_unchanged": middle_unchanged,
         "device_cost": phase_cost(model, phase, train_set.length).to_dict(),
         "personal_before": before.to_dict(), "personal_after": after.to_dict(),
     }

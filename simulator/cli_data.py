@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulator.core.labels import CLASSES
-from simulator.errors import MuprivError
+from simulator.errors import MuprivError, user_errors
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Read, inspect and synthesize ECG data.")
 
@@ -21,6 +21,7 @@ def _progress(console: Console) -> Progress:
 
 
 @data_app.command("inspect")
+@user_errors
 def inspect_cmd(
     path: Path = typer.Argument(..., help="A WFDB folder (.hea + .mat), a CODE-15 .hdf5 or an .npz."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping."),
@@ -48,7 +49,9 @@ def inspect_cmd(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
     meta = rec.meta
-    console.print(f"[bold]{path}[/bold]: {len(rec)} records, {rec.length} samples x 12 leads at {rec.fs:g} Hz ({rec.units})"
+    # a tensor .npz need not state its rate: say so rather than print the --fs it was taken to be
+    rate = "a rate the file does not state" if len(meta) and meta["fs_original"].isna().all() else f"{rec.fs:g} Hz"
+    console.print(f"[bold]{path}[/bold]: {len(rec)} records, {rec.length} samples x 12 leads at {rate} ({rec.units})"
                   + ("  [dim](from cache)[/dim]" if cache.hits else ""))
     t = Table(title="classes")
     t.add_column("class"); t.add_column("records", justify="right"); t.add_column("labelled", justify="right")
@@ -84,6 +87,7 @@ def inspect_cmd(
 
 
 @data_app.command("synth")
+@user_errors
 def synth_cmd(
     out: Path = typer.Option(..., "--out", help="Folder to write the WFDB records to (created)."),
     n: int = typer.Option(200, "--n", help="Records in the source population."),

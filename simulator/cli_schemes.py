@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simulator import layout
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 console = Console(stderr=True)
@@ -83,6 +85,7 @@ def run_scheme_command(
     engine: Optional[str] = typer.Option(None, "--engine", help="inline (default), ray or deployment (a real local Flower federation); overrides federation.engine."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<scheme>-<time>)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Run one scheme on the configured cohort and print its per-client table."""
     import dataclasses
@@ -91,14 +94,18 @@ def run_scheme_command(
     from simulator.runner import run_scheme, to_long
     from simulator.study import build_study
 
-    cfg = with_overrides(load_config(config), data=dict(path=data), federation=dict(engine=engine), **{"": dict(seed=seed)})
+    cfg = with_overrides(load_config(config), data=dict(path=data, skip_bad=skip_bad or None), federation=dict(engine=engine),
+                         **{"": dict(seed=seed)})
     overrides = parse_param_overrides(param)
     params = cfg.scheme_params(name)
     if overrides:
         from baselines.registry import get_scheme
 
         params = get_scheme(name).make_params({**dataclasses.asdict(params), **overrides})
-    run_dir = out or Path("runs") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out is not None:
+        run_dir = out
+    else:  # a new folder of its own, even when another run of this scheme started in the same second
+        _, run_dir = layout.claim_folder(Path("runs"), f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     with console.status("building the cohort and pretraining (cached after the first run)..."):
         study = build_study(cfg, run_dir / "work")
     console.print(f"cohort: {len(study.clients)} clients, source {len(study.source_train)} train / {len(study.source_test)} test records; "
@@ -107,8 +114,10 @@ def run_scheme_command(
         run = run_scheme(study, name, run_dir / "work" / name, params=params)
     run.save(run_dir, study)
     long = to_long(run.table, cfg.seed)
-    tmp = run_dir / ".results.csv.tmp"
-    long.to_csv(tmp, index=False, float_format="%.10g")
-    tmp.replace(run_dir / "results.csv")
+    atomic_write(run_dir / "results.csv", long.to_csv(index=False, float_format="%.10g"))
     out_console.print(client_rich_table(f"{name} ({run.wall_s:.1f} s, engine {run.federation.engine})", run.table))
-    console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, ledger/)")
+    failed = run.table[run.table["error"].fillna("").astype(str) != ""]
+    if len(failed):
+        console.print(f"[bold red]⚠[/bold red] {len(failed)} of {len(run.table)} clients failed "
+                      f"({', '.join(failed['client'])}): see the error column above and failures.csv")
+    console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, failures.csv, ledger/)")

@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from simulator.core.model import ModelConfig
 from simulator.core.phases import POSITIONS, Phase, mu_finetuning, pretraining_plan
+from simulator.config_checks import check_values
 from simulator.errors import MuprivError
 
 
@@ -23,31 +24,33 @@ class DataConfig:
     """Where records come from and how they are shaped for the model (see simulator.data.preprocess)."""
 
     path: str = field(default="", metadata={"help": '"" = synthetic records; else a WFDB folder, a CODE-15 .hdf5 or an .npz (--data overrides it)'})
-    synthetic_records: int = field(default=512, metadata={"help": "how many synthetic source records when path is empty"})
-    fs: float = field(default=400.0, metadata={"help": "resample every record to this rate (Hz)"})
-    length: int = field(default=1024, metadata={"help": "samples per record fed to the model (centred crop / zero pad)"})
+    synthetic_records: int = field(default=512, metadata={"range": "[1, inf)", "help": "how many synthetic source records when path is empty"})
+    fs: float = field(default=400.0, metadata={"range": "(0, inf)", "help": "resample every record to this rate (Hz)"})
+    length: int = field(default=1024, metadata={"range": "[1, inf)", "help": "samples per record fed to the model (centred crop / zero pad)"})
     scale: str = field(default="record", metadata={"help": 'min-max per "record" (the paper), per "lead", or "none" (keep mV)'})
     skip_bad: bool = field(default=False, metadata={"help": "leave unreadable records out (counted in the summary) instead of stopping"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of the server's records held out to pick the best epoch and report metrics"})
+    val_fraction: float = field(default=0.2, metadata={"range": "(0, 1)", "help": "share of the server's records held out to pick the best epoch and report metrics"})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Server pretraining: full training, then µ-Training (placed at the start, end or both ends)."""
 
-    full_epochs: int = field(default=4, metadata={"help": "epochs of full training (every part trains)"})
-    mu_epochs: int = field(default=4, metadata={"help": "epochs of µ-Training (only the middle S4D block trains)"})
+    full_epochs: int = field(default=4, metadata={"range": "[0, inf)", "help": "epochs of full training (every part trains)"})
+    mu_epochs: int = field(default=4, metadata={"range": "[0, inf)", "help": "epochs of µ-Training (only the middle S4D block trains)"})
     position: str = field(default="end", metadata={"help": 'where µ-Training goes: "start", "end", or split over "both" ends'})
     self_distill: bool = field(default=True, metadata={"help": "µ-Training with future-guided self-distillation (soft labels from a look-ahead step)"})
-    alpha: float = field(default=0.8, metadata={"help": "self-distillation weight: loss = (1-alpha)·BCE(labels) + alpha·BCE(soft labels)"})
-    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate (cosine schedule)"})
-    kernel_lr: float = field(default=1e-3, metadata={"help": "learning rate of the S4D kernel parameters (log_dt, log_A_real, A_imag), no weight decay"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to the S4D kernel parameters)"})
-    batch_size: int = field(default=32, metadata={"help": "records per batch"})
-    pos_weight: float = field(default=6.0, metadata={"help": "BCE-with-logits positive-class weight (the paper's 6)"})
+    alpha: float = field(default=0.8, metadata={"range": "[0, 1]", "help": "self-distillation weight: loss = (1-alpha)·BCE(labels) + alpha·BCE(soft labels)"})
+    lr: float = field(default=3e-3, metadata={"range": "(0, inf)", "help": "AdamW learning rate (cosine schedule)"})
+    kernel_lr: float = field(default=1e-3, metadata={"range": "[0, inf)", "help": "learning rate of the S4D kernel parameters (log_dt, log_A_real, A_imag), no weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"range": "[0, inf)", "help": "AdamW weight decay (not applied to the S4D kernel parameters)"})
+    batch_size: int = field(default=32, metadata={"range": "[1, inf)", "help": "records per batch"})
+    pos_weight: float = field(default=6.0, metadata={"range": "(0, inf)", "help": "BCE-with-logits positive-class weight (the paper's 6)"})
 
     def plan(self) -> list[Phase]:
-        return pretraining_plan(self.full_epochs, self.mu_epochs, self.position, self.self_distill, **self._opt())
+        # alpha only weighs self-distillation; it used to be left out here, so train.alpha changed nothing
+        return pretraining_plan(self.full_epochs, self.mu_epochs, self.position, self.self_distill, alpha=self.alpha,
+                                **self._opt())
 
     def _opt(self) -> dict:
         return dict(lr=self.lr, kernel_lr=self.kernel_lr, weight_decay=self.weight_decay, batch_size=self.batch_size, pos_weight=self.pos_weight)
@@ -57,13 +60,13 @@ class TrainConfig:
 class FinetuneConfig:
     """On-device personalisation: µ-Fine-Tuning trains encoder + decoder; `parts` can name others."""
 
-    epochs: int = field(default=4, metadata={"help": "on-device fine-tuning epochs (every scheme's device training and central's server training)"})
+    epochs: int = field(default=4, metadata={"range": "[0, inf)", "help": "on-device fine-tuning epochs (every scheme's device training and central's server training)"})
     parts: tuple[str, ...] = field(default=("encoder", "decoder"), metadata={"help": 'model parts that train: ["encoder", "decoder"] = µ-Fine-Tuning; add "middle" for full fine-tuning'})
-    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate (cosine schedule)"})
-    kernel_lr: float = field(default=1e-3, metadata={"help": "learning rate of the S4D kernel parameters, no weight decay"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to the S4D kernel parameters)"})
-    batch_size: int = field(default=32, metadata={"help": "records per batch"})
-    pos_weight: float = field(default=6.0, metadata={"help": "BCE-with-logits positive-class weight"})
+    lr: float = field(default=3e-3, metadata={"range": "(0, inf)", "help": "AdamW learning rate (cosine schedule)"})
+    kernel_lr: float = field(default=1e-3, metadata={"range": "[0, inf)", "help": "learning rate of the S4D kernel parameters, no weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"range": "[0, inf)", "help": "AdamW weight decay (not applied to the S4D kernel parameters)"})
+    batch_size: int = field(default=32, metadata={"range": "[1, inf)", "help": "records per batch"})
+    pos_weight: float = field(default=6.0, metadata={"range": "(0, inf)", "help": "BCE-with-logits positive-class weight"})
 
     def phase(self) -> Phase:
         base = mu_finetuning(self.epochs, lr=self.lr, kernel_lr=self.kernel_lr, weight_decay=self.weight_decay,
@@ -76,14 +79,14 @@ class FinetuneConfig:
 class CohortConfig:
     """The simulated study: the server's source data and the patient clients (see simulator.data.cohort)."""
 
-    clients: int = field(default=4, metadata={"help": 'number of clients (patients; hospitals with split = "source", where it is a cap)'})
-    records_per_client: int = field(default=60, metadata={"help": "synthetic: records each simulated patient holds"})
-    test_fraction: float = field(default=0.3, metadata={"help": "share of each client's records held out as its personal test set"})
-    test_records: int = field(default=0, metadata={"help": "synthetic: > 0 = each patient's personal test set is this many extra records (measurement only; all records_per_client then train, test_fraction is not used)"})
-    shift: float = field(default=0.5, metadata={"help": "synthetic: 0 = clients like the source population ... 1 = strongly shifted device (noise, rate, each patient's electrode placement), age and class mix"})
+    clients: int = field(default=4, metadata={"range": "[1, inf)", "help": 'number of clients (patients; hospitals with split = "source", where it is a cap)'})
+    records_per_client: int = field(default=60, metadata={"range": "[1, inf)", "help": "synthetic: records each simulated patient holds"})
+    test_fraction: float = field(default=0.3, metadata={"range": "(0, 1)", "help": "share of each client's records held out as its personal test set"})
+    test_records: int = field(default=0, metadata={"range": "[0, inf)", "help": "synthetic: > 0 = each patient's personal test set is this many extra records (measurement only; all records_per_client then train, test_fraction is not used)"})
+    shift: float = field(default=0.5, metadata={"range": "[0, 1]", "help": "synthetic: 0 = clients like the source population ... 1 = strongly shifted device (noise, rate, each patient's electrode placement), age and class mix"})
     split: str = field(default="patient", metadata={"help": 'real data: clients by "patient", by "source" (one hospital database each) or "dirichlet" (label skew)'})
-    source_fraction: float = field(default=0.5, metadata={"help": 'real data: share of the records (whole patients) the server keeps (not used by split = "source")'})
-    dirichlet_alpha: float = field(default=0.5, metadata={"help": 'real data with split = "dirichlet": smaller = more skewed clients'})
+    source_fraction: float = field(default=0.5, metadata={"range": "(0, 1)", "help": 'real data: share of the records (whole patients) the server keeps (not used by split = "source")'})
+    dirichlet_alpha: float = field(default=0.5, metadata={"range": "(0, inf)", "help": 'real data with split = "dirichlet": smaller = more skewed clients'})
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,29 @@ class FederationConfig:
 
     engine: str = field(default="inline", metadata={"help": '"inline" (in-process, deterministic), "ray" (Flower\'s simulation engine) or "deployment" (a real local SuperLink + SuperNodes, flwr run)'})
     budget: str = field(default="matched", metadata={"help": '"matched": every scheme trains finetune.epochs on each device, so federated rounds are derived (rounds x epochs per round = finetune.epochs, divided by fraction_train); "as-configured": rounds as set here or in [schemes.<name>], and the report says the budgets differ'})
-    rounds: int = field(default=0, metadata={"help": "federated rounds (a [schemes.<name>] table can override it); only with budget = \"as-configured\", derived otherwise"})
-    local_epochs: int = field(default=1, metadata={"help": "local epochs per round (a [schemes.<name>] table can override it)"})
-    timeout_s: float = field(default=3600.0, metadata={"help": "hard time limit per scheme run (seconds)"})
+    rounds: int = field(default=0, metadata={"range": "[0, inf)", "help": "federated rounds (a [schemes.<name>] table can override it); only with budget = \"as-configured\", derived otherwise"})
+    local_epochs: int = field(default=1, metadata={"range": "[1, inf)", "help": "local epochs per round (a [schemes.<name>] table can override it)"})
+    timeout_s: float = field(default=3600.0, metadata={"range": "(0, inf)", "help": "hard time limit per scheme run (seconds)"})
+    fail: tuple[str, ...] = field(default=(), metadata={"help": 'make devices fail, to test that failures are reported: '
+                                  '"<client>@<round>" raises on that client\'s messages of that round (the ledger\'s: 0 = '
+                                  'the first full download, 1..R training, R+1 the final model), "<client>@*" in every training '
+                                  'round (1..R: it still gets the final model); client "*" = every client. E.g. ["client-001@2"]; every scheme '
+                                  'of the run gets the same failures'})
 
 
 BUDGETS = ("matched", "as-configured")
+
+
+def parse_fail(entries: tuple[str, ...]) -> list[tuple[str, int | str]]:
+    """[federation] fail entries as (client id or "*", round >= 0 or "*"); a malformed one is an error naming it."""
+    out: list[tuple[str, int | str]] = []
+    for entry in entries:
+        client, sep, rnd = str(entry).partition("@")
+        if not sep or not client.strip() or "@" in rnd or not (rnd == "*" or rnd.isdigit()):
+            raise MuprivError(f"federation.fail entry {entry!r} is not \"<client>@<round>\": write e.g. "
+                              f"\"client-001@2\" (round 2), \"client-001@*\" (every round) or \"*@1\" (every client)")
+        out.append((client.strip(), rnd if rnd == "*" else int(rnd)))
+    return out
 
 
 def matched_rounds(scheme: str, device_epochs: int, params: dict[str, Any]) -> int:
@@ -148,7 +168,7 @@ class RunConfig:
     # Every key carries metadata["help"] and every section class a docstring: `mupriv config explain` and
     # docs/config.md read them from here, and tests/test_config_cli.py fails on a key without help.
     seed: int = field(default=0, metadata={"help": "one seed for everything; phases, splits, clients and data derive their own from it"})
-    seeds: int = field(default=1, metadata={"help": "repeat the whole study with seeds seed, seed+1, ...; the report gives 95% intervals over them"})
+    seeds: int = field(default=1, metadata={"range": "[1, inf)", "help": "repeat the whole study with seeds seed, seed+1, ...; the report gives 95% intervals over them"})
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -171,42 +191,29 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def validate(self) -> "RunConfig":
+        check_values(self)  # every float finite, every key in its declared range (simulator.config_checks)
         if self.train.position not in POSITIONS:
             raise MuprivError(f"train.position = {self.train.position!r} is not one of {list(POSITIONS)}")
-        if not 0.0 < self.data.val_fraction < 1.0:
-            raise MuprivError(f"data.val_fraction must be between 0 and 1 (exclusive), got {self.data.val_fraction}")
-        if self.data.length < 1:
-            raise MuprivError(f"data.length must be a positive number of samples, got {self.data.length}")
         if self.model.d_state % 2:
             raise MuprivError(f"model.d_state must be even (complex-conjugate pairs), got {self.model.d_state}")
-        for name in ("train", "finetune"):
-            sec = getattr(self, name)
-            if sec.batch_size < 1 or sec.lr <= 0:
-                raise MuprivError(f"{name}.batch_size must be >= 1 and {name}.lr > 0")
+        if self.model.ncp_units <= self.model.n_classes + 2:
+            raise MuprivError(f"model.ncp_units = {self.model.ncp_units}: the NCP decoder needs more than n_classes + 2 = "
+                              f"{self.model.n_classes + 2} neurons (the motor neurons are n_classes); raise ncp_units")
         self.finetune.phase()  # validates parts
         self.train.plan()  # validates epochs / alpha
         if self.federation.engine not in ("inline", "ray", "deployment"):
             raise MuprivError(f"federation.engine = {self.federation.engine!r}: choose 'inline', 'ray' or 'deployment'")
         if self.federation.budget not in BUDGETS:
             raise MuprivError(f"federation.budget = {self.federation.budget!r}: choose {' or '.join(map(repr, BUDGETS))}")
-        if self.federation.local_epochs < 1:
-            raise MuprivError("federation.local_epochs must be >= 1")
+        parse_fail(self.federation.fail)
         if self.federation.budget == "matched" and self.federation.rounds:
             raise MuprivError(f"federation.rounds = {self.federation.rounds} with federation.budget = \"matched\": rounds are "
                               f"derived from finetune.epochs so that every scheme trains as long on a device; remove rounds, "
                               f"or set budget = \"as-configured\" to choose them (the report then says the budgets differ)")
         if self.federation.budget == "as-configured" and self.federation.rounds < 1:
             raise MuprivError("federation.rounds must be >= 1 with federation.budget = \"as-configured\"")
-        if self.cohort.clients < 1:
-            raise MuprivError(f"cohort.clients must be >= 1, got {self.cohort.clients}")
-        if self.cohort.test_records < 0:
-            raise MuprivError(f"cohort.test_records must be >= 0, got {self.cohort.test_records}")
-        if not 0.0 < self.cohort.test_fraction < 1.0:
-            raise MuprivError(f"cohort.test_fraction must be between 0 and 1 (exclusive), got {self.cohort.test_fraction}")
         if self.cohort.split not in ("patient", "source", "dirichlet"):
             raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
-        if self.seeds < 1:
-            raise MuprivError(f"seeds must be >= 1, got {self.seeds}")
         from attacks.budget import ATTACKS, PRESETS  # pylint: disable=import-outside-toplevel
 
         if self.attacks.budget not in PRESETS:

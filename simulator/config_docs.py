@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 from simulator.config import RunConfig
+from simulator.config_checks import allowed
 from simulator.errors import MuprivError
 
 # RunConfig.scheme_params fills these scheme parameters from [federation] when a scheme has them.
@@ -57,8 +58,14 @@ def _default(f: dataclasses.Field) -> Any:
 
 def _keys(cls: type, section: str) -> tuple[Key, ...]:
     hints = get_type_hints(cls)
-    return tuple(Key(section, f.metadata.get("toml_key", f.name), type_name(hints[f.name]), _default(f), f.metadata.get("help", ""))
+    return tuple(Key(section, f.metadata.get("toml_key", f.name), type_name(hints[f.name]), _default(f), _help(f))
                  for f in dataclasses.fields(cls))
+
+
+def _help(f: dataclasses.Field) -> str:
+    """A key's meaning, with the range its value must lie in (simulator.config_checks) when it declares one."""
+    text = f.metadata.get("help", "")
+    return f"{text} (allowed: {allowed(f)})" if allowed(f) else text
 
 
 def _first_line(doc: str | None) -> str:
@@ -76,7 +83,7 @@ def config_sections() -> list[Section]:
             own_doc = typ.__doc__ if typ.__doc__ and not typ.__doc__.startswith(typ.__name__ + "(") else None
             sections.append(Section(f.name, _first_line(own_doc) or f.metadata.get("help", ""), _keys(typ, f.name)))
         else:
-            top.append(Key("", f.name, type_name(typ), _default(f), f.metadata.get("help", "")))
+            top.append(Key("", f.name, type_name(typ), _default(f), _help(f)))
     return [Section("", "top-level keys", tuple(top)), *sections]
 
 

@@ -15,13 +15,25 @@ names from here.
     leakage_units.csv        per unit (record, label guess, membership candidate) the attack's score and
                              the best null's (UNITS_FILE)
     leakage.csv              the calibrated gains, intervals and verdicts (LEAKAGE_FILE)
+    failures.csv             every client failure: scheme, client, round, message type and the error (FAILURES_FILE;
+                             header only when nothing failed); results.csv counts them per client (failed_rounds)
     audit.csv                dp-fedavg only: the DP audit's epsilon lower bounds, in attacks.csv's form
                              (AUDIT_FILE; kept apart because re-attacking a ledger does not redo it)
 
-A `simulate` run folder holds the last three for all its cells together, with a seed column.
+A `simulate` run folder holds failures.csv and the last three for all its cells together, with a seed column, and
+``pretrained/seed-<s>.pt``, the pretrained model every scheme of that seed started from (PRETRAINED_DIR;
+`--resume` reuses it rather than looking the cache up again).
+
+Run folders themselves are named ``<name>-<time>`` (``-2``, ``-3``, ... when that name is taken) and a
+`simulate` run is assembled under ``.<name>-<time>.partial`` until it is complete. `claim_folder`
+creates a folder exclusively (``mkdir`` fails if it exists), so two runs started in the same second
+with the same name get two folders, and no run ever removes or reuses another run's folder.
 """
 from __future__ import annotations
 
+import errno
+import itertools
+import os
 from pathlib import Path
 
 SCHEME_FILE = "scheme.json"
@@ -34,6 +46,8 @@ ATTACKS_FILE = "attacks.csv"
 UNITS_FILE = "leakage_units.csv"
 LEAKAGE_FILE = "leakage.csv"
 AUDIT_FILE = "audit.csv"
+FAILURES_FILE = "failures.csv"
+PRETRAINED_DIR = "pretrained"
 
 
 def truth_file(run_dir: Path, client: str) -> Path:
@@ -46,3 +60,54 @@ def heldout_file(run_dir: Path, client: str) -> Path:
 
 def model_file(run_dir: Path, client: str) -> Path:
     return Path(run_dir) / MODELS_DIR / f"{client}.pt"
+
+
+def pretrained_file(run_dir: Path, seed: int) -> Path:
+    return Path(run_dir) / PRETRAINED_DIR / f"seed-{seed}.pt"
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_name(final_name: str) -> str:
+    """The hidden name a `simulate` run folder has until every result is in place."""
+    return f".{final_name}{PARTIAL_SUFFIX}"
+
+
+def claim_folder(root: Path, base: str, partial: bool = False) -> tuple[str, Path]:
+    """Create a new, empty run folder under ``root`` and return (its final name, the folder created).
+
+    The final name is ``base``, or ``base-2``, ``base-3``, ... when a run already has that name (finished or
+    still partial). With ``partial`` the folder created is the hidden ``.partial`` one. Creating the folder is
+    the claim: ``mkdir`` is atomic, so of two processes asking at once exactly one gets each name."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        final = base if k == 1 else f"{base}-{k}"
+        if (root / final).exists() or (root / partial_name(final)).exists():
+            continue
+        folder = root / (partial_name(final) if partial else final)
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another run claimed it between the check and the mkdir
+            continue
+        return final, folder
+    raise AssertionError("unreachable")
+
+
+def publish(partial: Path, final_name: str) -> Path:
+    """Rename a complete ``.partial`` folder to its final name; if a folder of that name appeared meanwhile,
+    the next free ``-2``, ``-3``, ... name is used instead of touching it."""
+    partial = Path(partial)
+    for k in itertools.count(1):
+        final = partial.parent / (final_name if k == 1 else f"{final_name}-{k}")
+        if final.exists():
+            continue
+        try:
+            os.rename(partial, final)  # a non-empty folder of that name makes this fail instead of replacing it
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise
+        return final
+    raise AssertionError("unreachable")

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -38,6 +36,7 @@ from flwr.app.message.message import make_message
 from flwr.common.serde import message_to_proto
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, no_object_id_recompute
 
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 DOWN = "down"  # server -> client
@@ -140,7 +139,7 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _round_of(message: Message) -> int | None:
+def round_of(message: Message) -> int | None:
     """The FL round a message belongs to, as the server can read it from the message."""
     gid = message.metadata.group_id
     if gid and gid.lstrip("-").isdigit():
@@ -244,7 +243,7 @@ class WireLedger:
             entry = LedgerEntry(
                 row=len(self._entries),
                 scheme=self.scheme,
-                round=_round_of(message) if round is None else round,
+                round=round_of(message) if round is None else round,
                 exchange=exchange,
                 direction=direction,
                 node_id=int(node_id),
@@ -429,12 +428,5 @@ class WireLedger:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)`` to a temporary file in the same directory, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write via ``write(tmp_path)`` (simulator.atomic: a unique temporary file, then a rename)."""
+    atomic_write(path, write)

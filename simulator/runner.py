@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,9 +31,14 @@ from simulator.core.metrics import ClassificationMetrics
 from simulator.core.model import TDSSM
 from simulator.core.phases import evaluate
 from simulator import layout
+from simulator.atomic import atomic_write
+from simulator.config import parse_fail
 from simulator.engine.api import FederationResult, run_federation
 from simulator.ledger import DOWN, UP, WireLedger
 from simulator.study import Study
+
+# failures.csv (per scheme run; a simulate run folder adds a seed column in front)
+FAILURE_COLUMNS = ("scheme", "client", "round", "message_type", "error")
 
 # Hyperparameters a device trains with; a curious server knows them (they are in every train config).
 _FINETUNE_KEYS = ("epochs", "lr", "kernel_lr", "weight_decay", "batch_size", "pos_weight")
@@ -64,8 +71,25 @@ class SchemeRun:
             _link_tree(Path(truth_from), directory / layout.TRUTH_DIR)
         self.save_models(directory, study)
         _atomic_text(directory / "clients.csv", self.table.to_csv(index=False, float_format="%.10g"))
+        _atomic_text(directory / layout.FAILURES_FILE, self.failures(study).to_csv(index=False))
         _atomic_text(directory / layout.SCHEME_FILE, json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
         return directory
+
+    def failures(self, study: Study) -> pd.DataFrame:
+        """One row per client failure (layout.FAILURES_FILE): each error reply the server got (round, message type,
+        reason), and a device that left no final model without one. Empty (header only) when nothing failed."""
+        ids = {c.partition: c.id for c in study.clients}
+        errors = self.federation.errors()
+        rows = [{"scheme": self.scheme.name, "client": ids.get(int(e.partition_id), str(e.partition_id)), "round": e.round,
+                 "message_type": e.message_type, "error": short_reason(e.error_reason)}
+                for e in errors.itertuples(index=False) if pd.notna(e.partition_id)]
+        table = self.table.set_index("client")
+        for c in study.clients:
+            if str(table.loc[c.id, "error"]) == "device left no final model":
+                rows.append({"scheme": self.scheme.name, "client": c.id, "round": "", "message_type": "",
+                             "error": "device left no final model"})
+        frame = pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
+        return frame.sort_values(["client", "round"], key=lambda c: c.astype(str), kind="stable").reset_index(drop=True)
 
     def save_models(self, directory: Path, study: Study) -> None:
         """models/<client>.pt: each device's final personal model (a state dict of tensors), kept so that a
@@ -75,10 +99,9 @@ class SchemeRun:
             if probe is None:
                 continue
             path = layout.model_file(directory, c.id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save({n: t.detach().clone() for n, t in probe["state"].items()}, tmp)
-            os.replace(tmp, path)
+            buf = io.BytesIO()  # in memory first: a full disk is then an OSError of the write, not torch's RuntimeError
+            torch.save({n: t.detach().clone() for n, t in probe["state"].items()}, buf)
+            atomic_write(path, buf.getvalue())
 
     def describe(self, study: Study) -> dict[str, Any]:
         ft = self.setup.finetune
@@ -116,7 +139,17 @@ def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> S
     ft = {k: getattr(cfg.finetune, k) for k in _FINETUNE_KEYS}
     return SchemeSetup(scheme=scheme.name, model=cfg.model.to_dict(), finetune=ft, params=dataclasses.asdict(params),
                        seed=cfg.seed, pretrained_path=str(study.pretrained_path), probe_dir=str(Path(work_dir) / "probes"),
-                       num_clients=len(study.clients))
+                       num_clients=len(study.clients), faults=_faults(study))
+
+
+def _faults(study: Study) -> dict[str, list[Any]]:
+    """[federation] fail as partition id -> rounds (study.py has already checked the client ids)."""
+    faults: dict[str, list[Any]] = {}
+    for client, rnd in parse_fail(study.config.federation.fail):
+        for c in study.clients:
+            if client in (c.id, "*") and rnd not in faults.setdefault(str(c.partition), []):
+                faults[str(c.partition)].append(rnd)
+    return faults
 
 
 def run_scheme(
@@ -141,7 +174,7 @@ def run_scheme(
     if probes.exists():
         for stale in probes.glob("*.pt"):
             stale.unlink()
-    server_app, client_app = scheme.build(setup)
+    server_app, client_app = scheme.apps(setup)
     paths = {c.partition: str(c.data_path) for c in study.clients}
     start = time.perf_counter()
     with contextlib.nullcontext() if verbose else _quiet_flower():
@@ -156,14 +189,17 @@ def run_scheme(
 
 @contextlib.contextmanager
 def _quiet_flower():
-    """Flower logs every round at INFO; mupriv reports client failures in its own table instead."""
-    logger = logging.getLogger("flwr")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """Flower logs every round at INFO, and the engines log each client failure with its traceback; mupriv reports
+    client failures in its own table (clients.csv, failures.csv, the report) instead."""
+    loggers = [logging.getLogger(name) for name in ("flwr", "simulator.engine")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class _DataPaths:
@@ -215,6 +251,7 @@ def client_table(study: Study, scheme: Scheme, params: Any, result: FederationRe
         row["params_up"] = int(up["n_params"].sum())
         row["messages_up"] = int(len(up))
         row["rounds"] = int(mine.loc[(mine["direction"] == DOWN) & mine["message_type"].str.startswith("train"), "round"].nunique())
+        row["failed_rounds"] = int(errors.loc[errors["partition_id"] == c.partition, "round"].nunique())
         row.update(cost)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -236,7 +273,17 @@ def _arrays(state: dict) -> Any:
 
 def _client_error(errors: pd.DataFrame, partition: int) -> str:
     mine = errors[errors["partition_id"] == partition]
-    return "; ".join(f"round {r}: {reason}" for r, reason in zip(mine["round"], mine["error_reason"]))
+    return "; ".join(f"round {r}: {short_reason(reason)}" for r, reason in zip(mine["round"], mine["error_reason"]))
+
+
+_FLOWER_REASON = re.compile(r"^<class '(?:[\w.]*\.)?(\w+)'>:<'(.*)'>$", re.S)
+
+
+def short_reason(reason: Any) -> str:
+    """Flower's "<class 'pkg.mod.Error'>:<'message'>" as "Error: message" (other reasons unchanged)."""
+    text = "" if reason is None else str(reason)
+    m = _FLOWER_REASON.match(text)
+    return f"{m.group(1)}: {m.group(2)}" if m else text
 
 
 def _device_cost(study: Study, scheme: Scheme) -> dict[str, float]:
@@ -282,8 +329,6 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
 
 

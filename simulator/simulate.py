@@ -4,7 +4,8 @@ For each study seed: build the cohort, pretrain once (cached), then run every co
 the configured engine and attack its ledger. Each (seed, scheme) pair is a *cell* written to
 ``schemes/<scheme>/seed-<seed>/`` and marked done last, so an interrupted run can be finished with
 ``--resume`` without redoing finished cells. The folder is assembled under a hidden ``.partial`` name
-and renamed when every cell is done, so an unfinished run never looks finished.
+and renamed when every cell is done, so an unfinished run never looks finished; simulator.layout makes
+both names unique, so runs started at the same time never share or remove each other's folder.
 """
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from simulator import layout
+from simulator.atomic import atomic_write
 from simulator.config import RunConfig, load_config
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
-from simulator.runner import run_scheme, save_truth, to_long
+from simulator.runner import FAILURE_COLUMNS, run_scheme, save_truth, to_long
 from simulator.study import Study, build_study
 
 PACKAGES = ("torch", "flwr", "opacus", "numpy", "pandas", "wfdb", "mupriv")
@@ -56,13 +59,16 @@ class Plan:
     data_path: str | None
     attack: bool
     attack_budget: str
+    threads: int | None = None  # torch threads the run started with: --resume uses the same (float sum order)
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
         try:
             raw = json.loads(path.read_text())
+            threads = raw.get("threads")
             return cls(str(raw["final_name"]), tuple(int(s) for s in raw["seeds"]), tuple(map(str, raw["schemes"])),
-                       raw.get("data_path"), bool(raw["attack"]), str(raw["attack_budget"]))
+                       raw.get("data_path"), bool(raw["attack"]), str(raw["attack_budget"]),
+                       None if threads is None else int(threads))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise MuprivError(f"{path} is unreadable ({e}): this run cannot be resumed; start it again") from None
 
@@ -86,6 +92,20 @@ def simulate(
     on_step: Say | None = None,
 ) -> SimulationResult:
     """Start a new run folder and fill it. ``attack``/``attack_budget`` override ``cfg.attacks``."""
+    work = start(cfg, runs_root, name, data_path, attack, attack_budget)
+    return _fill(work, cfg, Plan.load(work / PLAN_NAME), on_step or (lambda _msg: None))
+
+
+def start(
+    cfg: RunConfig,
+    runs_root: Path = Path("runs"),
+    name: str = "simulate",
+    data_path: str | None = None,
+    attack: bool | None = None,
+    attack_budget: str | None = None,
+) -> Path:
+    """Claim a new ``.partial`` run folder (simulator.layout: never one another run holds) and write its config
+    and plan; `resume` then fills it. Returns the folder, so that a caller can name it if the run is stopped."""
     import tomli_w  # pylint: disable=import-outside-toplevel
 
     if attack_budget is not None:
@@ -93,16 +113,13 @@ def simulate(
 
         get_budget(attack_budget)  # a bad name fails before anything runs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    plan = Plan(final_name=f"{name}-{stamp}", seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
+    final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
+    plan = Plan(final_name=final_name, seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
                 data_path=data_path, attack=cfg.attacks.enabled if attack is None else attack,
-                attack_budget=attack_budget or cfg.attacks.budget)
-    work = Path(runs_root) / f".{plan.final_name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+                attack_budget=attack_budget or cfg.attacks.budget, threads=torch.get_num_threads())
     _atomic_text(work / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_toml_dict())))
     _atomic_text(work / PLAN_NAME, json.dumps(asdict(plan), indent=2) + "\n")
-    return _fill(work, cfg, plan, on_step or (lambda _msg: None))
+    return work
 
 
 def resume(run_dir: Path, on_step: Say | None = None) -> SimulationResult:
@@ -154,18 +171,46 @@ def _fill(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationResult:
     done = sum(cell_done(work, s, seed) for seed in plan.seeds for s in plan.schemes)
     if done:
         say(f"resuming: {done} of {total} (scheme, seed) cells already done")
-    for seed in plan.seeds:
-        pending = [s for s in plan.schemes if not cell_done(work, s, seed)]
-        if not pending:
-            continue
-        seed_cfg = replace(cfg, seed=seed)
+    threads = torch.get_num_threads()
+    if plan.threads and plan.threads != threads:
+        say(f"running on {plan.threads} torch thread(s), as this run started (this process had {threads})")
+        torch.set_num_threads(plan.threads)
+    try:
+        for seed in plan.seeds:
+            pending = [s for s in plan.schemes if not cell_done(work, s, seed)]
+            if pending:
+                _fill_seed(work, replace(cfg, seed=seed), seed, pending, plan, say)
+        return _assemble(work, cfg, plan, say)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fill_seed(work: Path, cfg: RunConfig, seed: int, pending: list[str], plan: Plan, say: Say) -> None:
+    """The cohort and the pretrained model of one seed, then its pending cells. The run keeps its own copy of the
+    pretrained model (pretrained/seed-<s>.pt): a resumed run starts every remaining scheme from that one, never
+    from a second model the cache would key differently (another thread count, another code version)."""
+    own = layout.pretrained_file(work, seed)
+    facts = work / "work" / f"study-seed-{seed}.json"
+    if own.is_file():
+        say(f"seed {seed}: building the cohort; the pretrained model is this run's own ({own.relative_to(work)})")
+        study = build_study(cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path, pretrained=own)
+    else:
         say(f"seed {seed}: building the cohort and pretraining (cached after the first run)")
-        study = build_study(seed_cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
-        truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
-        _atomic_text(work / "work" / f"study-seed-{seed}.json", json.dumps(_study_facts(study), indent=2))
-        for scheme in pending:
-            _run_cell(work, study, scheme, seed, truth, plan, say)
-    return _assemble(work, cfg, plan, say)
+        study = build_study(cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
+        _link_or_copy(study.pretrained_path, own)
+    truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
+    if not facts.is_file():  # written when the seed first ran: it names the model the cache gave then
+        _atomic_text(facts, json.dumps(_study_facts(study, own.relative_to(work)), indent=2))
+    for scheme in pending:
+        _run_cell(work, study, scheme, seed, truth, plan, say)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        atomic_write(dst, Path(src).read_bytes())
 
 
 def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, plan: Plan, say: Say) -> None:
@@ -247,6 +292,7 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
     _maybe_parquet(results, work / "results.parquet")
     pd.concat([pd.read_csv(c / "timings.csv") for *_, c in cells], ignore_index=True).to_csv(
         work / "timings.csv", index=False, float_format="%.10g")
+    _write_failures(work, cells)
     ledgers = []
     for seed, _, c in cells:
         frame = WireLedger.load(c / "ledger").to_frame()
@@ -263,11 +309,22 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
     _atomic_text(work / "manifest.json", json.dumps(manifest(cfg, plan, work), indent=2, sort_keys=True) + "\n")
     shutil.rmtree(work / "work", ignore_errors=True)  # client data copies and probes: scratch only
     (work / PLAN_NAME).unlink()
-    final_dir = work.parent / plan.final_name
-    os.replace(work, final_dir)  # complete: every result file is in place
+    final_dir = layout.publish(work, plan.final_name)  # complete: every result file is in place
     say("writing the report")
     _report(final_dir)  # re-renderable with `mupriv report`; written atomically
     return SimulationResult(final_dir, results, attacks)
+
+
+def _write_failures(work: Path, cells: list[tuple[int, str, Path]]) -> None:
+    """failures.csv: every cell's client failures with its seed (header only when nothing failed)."""
+    parts = []
+    for seed, _, c in cells:
+        if (c / layout.FAILURES_FILE).is_file():
+            frame = pd.read_csv(c / layout.FAILURES_FILE, dtype=str, keep_default_na=False)
+            frame.insert(0, "seed", seed)
+            parts.append(frame)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["seed", *FAILURE_COLUMNS])
+    _atomic_csv(frame, work / layout.FAILURES_FILE)
 
 
 def _write_leakage(run_dir: Path, cells: list[Path]) -> None:
@@ -321,14 +378,15 @@ def manifest(cfg: RunConfig, plan: Plan, work: Path) -> dict:
     }
 
 
-def _study_facts(study: Study) -> dict:
-    """The per-seed part of the manifest: clients, record counts, a data fingerprint, the checkpoint."""
+def _study_facts(study: Study, own: Path) -> dict:
+    """The per-seed part of the manifest: clients, record counts, a data fingerprint, the checkpoint (its cache
+    name, and ``own``: the run folder's copy every scheme of the seed started from)."""
     return {
         "clients": [c.id for c in study.clients],
         "source_train": len(study.source_train), "source_test": len(study.source_test),
         "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
         "fingerprint": _fingerprint(study),
-        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name},
+        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name, "run_copy": str(own)},
     }
 
 
@@ -365,10 +423,7 @@ def _maybe_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -2,6 +2,7 @@
 server-pretrained model (full training then µ-Training), cached by a hash of what shaped it."""
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -11,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from simulator.config import RunConfig
+from simulator.config import RunConfig, parse_fail
 from simulator.core.checkpoint import load_model, save_checkpoint
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, evaluate, train_plan
@@ -95,13 +96,17 @@ def build_study(
     data_path: str | None = None,
     cache_dir: Path | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    pretrained: Path | None = None,
 ) -> Study:
     """Cohort, each client's data file under work_dir/clients/, and the pretrained model (from the cache
-    when the same settings were pretrained before)."""
+    when the same settings were pretrained before). ``pretrained``: use this checkpoint instead (a resumed
+    run's own model: its cache key may differ now, e.g. on another thread count, and a run must not mix
+    two pretrained models)."""
     cohort = build_cohort(cfg, data_path)
     if len(cohort.source) < 4:
         raise MuprivError(f"the server's source set has {len(cohort.source)} records: pretraining needs more; raise data.synthetic_records or cohort.source_fraction")
     source_train, source_test = split_train_val(cohort.source, cfg.data.val_fraction, cfg.seed)
+    _check_fail_clients(cfg, [c.id for c in cohort.clients])
     clients_dir = Path(work_dir) / "clients"
     clients_dir.mkdir(parents=True, exist_ok=True)
     clients = []
@@ -113,6 +118,9 @@ def build_study(
         save_npz(train, path)
         clients.append(StudyClient(c.id, k, train, test, path))
 
+    if pretrained is not None:
+        load_model(Path(pretrained), cfg.model)  # another architecture is an error here, before any scheme runs
+        return Study(cfg, clients, source_train, source_test, Path(pretrained), True, [])
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
     cached = ckpt.is_file()
@@ -126,6 +134,15 @@ def build_study(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
     return Study(cfg, clients, source_train, source_test, ckpt, cached, log)
+
+
+def _check_fail_clients(cfg: RunConfig, ids: list[str]) -> None:
+    """federation.fail may only name clients this cohort has (checked before anything trains)."""
+    for client, _ in parse_fail(cfg.federation.fail):
+        if client != "*" and client not in ids:
+            close = difflib.get_close_matches(client, ids, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"this cohort's clients are {', '.join(ids)}"
+            raise MuprivError(f"federation.fail names client {client!r}, which this cohort does not have: {hint}")
 
 
 class _seeded:

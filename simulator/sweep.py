@@ -25,13 +25,13 @@ import dataclasses
 import datetime as _dt
 import itertools
 import json
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from simulator.config import RunConfig, parse_config
 from simulator.errors import MuprivError
@@ -178,8 +178,17 @@ def simulate_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Pat
                    data_path: str | None = None, attack: bool | None = None, attack_budget: str | None = None,
                    on_step=None) -> Path:  # noqa: ANN001 - simulator.simulate.Say
     """Start a sweep folder and fill it; returns the finished folder."""
+    work = start_sweep(cfg, axes, runs_root, name, data_path, attack, attack_budget)
+    return _fill_sweep(work, cfg, SweepPlan.load(work / SWEEP_PLAN), on_step or (lambda _msg: None))
+
+
+def start_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("runs"), name: str = "sweep",
+                data_path: str | None = None, attack: bool | None = None, attack_budget: str | None = None) -> Path:
+    """Check every point, claim a new ``.partial`` sweep folder (simulator.layout: never one another run holds) and
+    write its config and plan; `resume_sweep` fills it. Returns the folder, so a caller can name it if stopped."""
     import tomli_w  # pylint: disable=import-outside-toplevel
 
+    from simulator import layout  # pylint: disable=import-outside-toplevel
     from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
 
     check_axes(cfg, axes)
@@ -188,13 +197,12 @@ def simulate_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Pat
 
         get_budget(attack_budget)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    plan = SweepPlan(f"{name}-{stamp}", axes, data_path, cfg.attacks.enabled if attack is None else attack,
+    final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
+    plan = SweepPlan(final_name, axes, data_path, cfg.attacks.enabled if attack is None else attack,
                      attack_budget or cfg.attacks.budget)
-    work = Path(runs_root) / f".{plan.final_name}.partial"
-    work.mkdir(parents=True, exist_ok=False)
     sim._atomic_text(work / "config.toml", tomli_w.dumps(sim._toml_safe(cfg.to_toml_dict())))
     sim._atomic_text(work / SWEEP_PLAN, plan.to_json())
-    return _fill_sweep(work, cfg, plan, on_step or (lambda _msg: None))
+    return work
 
 
 def resume_sweep(run_dir: Path, on_step=None) -> Path:  # noqa: ANN001
@@ -225,15 +233,17 @@ def _fill_sweep(work: Path, cfg: RunConfig, plan: SweepPlan, say) -> Path:  # no
             continue
         partial.mkdir(parents=True, exist_ok=True)
         point_plan = sim.Plan(final_name=point, seeds=tuple(pcfg.study_seeds()), schemes=tuple(pcfg.schemes.run),
-                              data_path=plan.data_path, attack=plan.attack, attack_budget=plan.attack_budget)
+                              data_path=plan.data_path, attack=plan.attack, attack_budget=plan.attack_budget,
+                              threads=torch.get_num_threads())
         sim._atomic_text(partial / "config.toml", tomli_w.dumps(sim._toml_safe(pcfg.to_toml_dict())))
         sim._atomic_text(partial / sim.PLAN_NAME, json.dumps(dataclasses.asdict(point_plan), indent=2) + "\n")
         sim.resume(partial, on_step=step)
     say("assembling the sweep")
     _assemble_sweep(work, plan, names, points)
     (work / SWEEP_PLAN).unlink()
-    final_dir = work.parent / plan.final_name
-    os.replace(work, final_dir)
+    from simulator import layout  # pylint: disable=import-outside-toplevel
+
+    final_dir = layout.publish(work, plan.final_name)  # never over another run's folder
     say("writing the sweep report")
     from simulator.report.sweep_report import render_sweep_report  # pylint: disable=import-outside-toplevel
 

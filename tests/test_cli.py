@@ -105,3 +105,61 @@ def test_dataset_with_wrong_leads_is_one_line(tmp_path):
     np.savez(tmp_path / "eight.npz", x=np.zeros((8, 128, 8), np.float32), y=np.zeros((8, 6), np.float32))
     r = runner.invoke(app, ["train", "-c", str(cfg), "--data", str(tmp_path / "eight.npz")])
     assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
+
+
+def _rows(t):
+    return {tuple(r) for r in t.x.flatten(1).numpy().round(6).tolist()}
+
+
+def test_finetune_picks_its_epoch_on_validation_records_and_reports_on_test_records(tmp_path, monkeypatch):
+    """Before, the best epoch was picked on the same records then reported as "after", so "after" could never be
+    below "before"."""
+    import simulator.cli as cli
+    import simulator.core.phases as phases
+
+    cfg = _setup(tmp_path)
+    ckpt = tmp_path / "m.pt"
+    assert runner.invoke(app, ["train", "-c", str(cfg), "--data", str(tmp_path / "source.npz"), "-o", str(ckpt),
+                               "--json", str(tmp_path / "t.json")]).exit_code == 0
+    seen, evaluated = {}, []
+    real_run, real_eval = cli._run_phases, phases.evaluate
+
+    def spy_run(model, plan, train, val, seed):
+        seen.update(train=train, val=val)
+        return real_run(model, plan, train, val, seed)
+
+    def spy_eval(model, data, *a, **k):
+        evaluated.append(data)
+        return real_eval(model, data, *a, **k)
+
+    monkeypatch.setattr(cli, "_run_phases", spy_run)
+    monkeypatch.setattr(phases, "evaluate", spy_eval)
+    r = runner.invoke(app, ["finetune", "--checkpoint", str(ckpt), "--data", str(tmp_path / "patient.npz"),
+                            "--epochs", "2", "-o", str(tmp_path / "ft.pt"), "--json", str(tmp_path / "f.json")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "f.json").read_text())
+    test = evaluated[0]  # "before" is measured on the test records
+    assert _rows(seen["train"]).isdisjoint(_rows(test)) and _rows(seen["val"]).isdisjoint(_rows(test))
+    assert _rows(seen["train"]).isdisjoint(_rows(seen["val"]))
+    sel = result["selection"]
+    assert sel["on"] == "validation split of the training records"
+    assert (sel["fit_records"], sel["val_records"], sel["test_records"]) == (len(seen["train"]), len(seen["val"]), len(test))
+    assert sel["fit_records"] + sel["val_records"] + sel["test_records"] == 32
+    assert sel["kept_epoch"] == result["phase"]["best_epoch"] and sel["changed_nothing"] == (sel["kept_epoch"] == 0)
+
+
+def test_full_finetuning_that_kept_epoch_0_does_not_claim_the_middle_guarantee(tmp_path):
+    cfg = _setup(tmp_path)
+    ckpt = tmp_path / "m.pt"
+    assert runner.invoke(app, ["train", "-c", str(cfg), "--data", str(tmp_path / "source.npz"), "-o", str(ckpt),
+                               "--json", str(tmp_path / "t.json")]).exit_code == 0
+    ruin = tmp_path / "ruin.toml"  # a learning rate that wrecks the model in one epoch: selection keeps epoch 0
+    ruin.write_text(TINY.replace("[finetune]\nepochs = 1", "[finetune]\nepochs = 1\nlr = 10.0\nkernel_lr = 10.0"))
+    r = runner.invoke(app, ["finetune", "-c", str(ruin), "--checkpoint", str(ckpt), "--data", str(tmp_path / "patient.npz"),
+                            "--parts", "encoder,middle,decoder", "-o", str(tmp_path / "ft.pt"), "--json", str(tmp_path / "f.json")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert result["selection"]["kept_epoch"] == 0 and result["selection"]["changed_nothing"] is True
+    assert result["middle_bitwise_unchanged"] is None  # not `true`: the middle trained, and nothing was kept
+    assert "fine-tuning changed nothing" in r.output
+    assert result["personal_after"]["macro_auroc"] == result["personal_before"]["macro_auroc"]

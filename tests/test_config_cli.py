@@ -68,7 +68,7 @@ def test_explain_one_key():
     r = _run("explain", "train.lr")
     assert r.exit_code == 0, r.output
     help_ = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr").metadata["help"]
-    assert r.output.splitlines() == [f"train.lr  float  0.003  {help_}"]
+    assert r.output.splitlines() == [f"train.lr  float  0.003  {help_} (allowed: (0, inf))"]  # its range too
 
 
 def test_explain_one_section_and_one_scheme():

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from simulator.core.model import ModelConfig, TDSSM
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 FORMAT = "mupriv-tdssm/1"
@@ -15,8 +16,6 @@ FORMAT = "mupriv-tdssm/1"
 
 def save_checkpoint(path: Path, model: TDSSM, config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Atomic: the file at `path` is either the old one or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model_config": model.cfg.to_dict(),
@@ -26,9 +25,7 @@ def save_checkpoint(path: Path, model: TDSSM, config: dict[str, Any] | None = No
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -18,13 +18,13 @@ class ModelConfig:
     """TDSSM shape: encoder Linear(leads -> d_model), one S4D block, NCP decoder (58,509 parameters at d_model 128)."""
 
     # Help text in metadata, read by `mupriv config explain` (the [model] section of the run config).
-    d_model: int = field(default=128, metadata={"help": "channels H of the encoder output and the S4D block"})
-    d_state: int = field(default=64, metadata={"help": "S4D state size N (N/2 complex-conjugate modes; must be even)"})
-    n_leads: int = field(default=len(LEADS), metadata={"help": "input leads per time step (the 12-lead order of simulator.core.labels)"})
-    n_classes: int = field(default=len(CLASSES), metadata={"help": "output classes (logits for 1dAVb, RBBB, LBBB, SB, AF, ST)"})
-    dropout: float = field(default=0.1, metadata={"help": "channel dropout inside and after the S4D block"})
-    ncp_units: int = field(default=20, metadata={"help": "NCP decoder neurons (AutoNCP wiring: inter, command and motor = n_classes)"})
-    ncp_sparsity: float = field(default=0.5, metadata={"help": "NCP wiring sparsity (share of possible synapses left out)"})
+    d_model: int = field(default=128, metadata={"range": "[1, inf)", "help": "channels H of the encoder output and the S4D block"})
+    d_state: int = field(default=64, metadata={"range": "[2, inf)", "help": "S4D state size N (N/2 complex-conjugate modes; must be even)"})
+    n_leads: int = field(default=len(LEADS), metadata={"range": "[1, inf)", "help": "input leads per time step (the 12-lead order of simulator.core.labels)"})
+    n_classes: int = field(default=len(CLASSES), metadata={"range": "[1, inf)", "help": "output classes (logits for 1dAVb, RBBB, LBBB, SB, AF, ST)"})
+    dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "channel dropout inside and after the S4D block"})
+    ncp_units: int = field(default=20, metadata={"range": "[1, inf)", "help": "NCP decoder neurons (AutoNCP wiring: inter, command and motor = n_classes)"})
+    ncp_sparsity: float = field(default=0.5, metadata={"range": "[0.1, 0.9]", "help": "NCP wiring sparsity (share of possible synapses left out)"})
     ncp_seed: int = field(default=22222, metadata={"help": "seed of the NCP wiring draw (fixed: the wiring is part of the architecture)"})
 
     def to_dict(self) -> dict:

@@ -241,7 +241,11 @@ def train_phase(
                 opt.step()
                 sched.step()
                 result.steps += 1
-                total += float(loss.detach()) * len(idx)
+                batch_loss = float(loss.detach())
+                if not math.isfinite(batch_loss):  # every later number would be NaN: stop with the fix instead
+                    raise MuprivError(f"phase {phase.name!r} diverged in epoch {epoch} (training loss {batch_loss}): "
+                                      f"lower its learning rate (train.lr when pretraining, finetune.lr on a device)")
+                total += batch_loss * len(idx)
                 count += len(idx)
                 if on_batch:
                     on_batch(epoch, b + 1, float(loss))

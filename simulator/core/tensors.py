@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from simulator.core.labels import CLASSES
+from simulator.atomic import atomic_write
 from simulator.errors import MuprivError
 
 
@@ -68,14 +69,13 @@ class ECGTensors:
 
 def save_npz(data: ECGTensors, path: Path) -> None:
     """Write atomically: a crash never leaves a half-written file at `path`."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, x=data.x.numpy(), y=data.y.numpy(), known=data.known.numpy())
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, x=data.x.numpy(), y=data.y.numpy(), known=data.known.numpy()))
 
 
-def load_npz(path: Path) -> ECGTensors:
-    """A tensor dataset file: .npz with `x` (n, length, leads), `y` (n, classes) and optional `known`."""
+def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a tensor dataset file as they are: ``x``, ``y``, ``known`` (all True when absent) and ``fs``
+    (a scalar, only when the file states its rate). Unreadable files and missing arrays are errors; values are not
+    checked here (`label_problems`, `load_npz`)."""
     path = Path(path)
     if not path.is_file():
         raise MuprivError(f"{path}: no such dataset file; give an .npz with arrays x, y (and optional known)")
@@ -84,8 +84,38 @@ def load_npz(path: Path) -> ECGTensors:
             missing = [k for k in ("x", "y") if k not in f.files]
             if missing:
                 raise MuprivError(f"{path}: missing array(s) {missing}; an .npz dataset needs x (n, length, leads) and y (n, classes)")
-            return ECGTensors.from_arrays(f["x"], f["y"], f["known"] if "known" in f.files else None)
+            out = {"x": np.asarray(f["x"]), "y": np.asarray(f["y"], dtype=np.float32)}
+            out["known"] = np.asarray(f["known"], dtype=bool) if "known" in f.files else np.ones(out["y"].shape, dtype=bool)
+            if "fs" in f.files:
+                out["fs"] = np.asarray(f["fs"], dtype=np.float64)
     except MuprivError:
         raise
     except Exception as e:  # corrupt zip, not an npz, pickled objects
         raise MuprivError(f"{path}: cannot read as an .npz dataset ({type(e).__name__}: {e})") from None
+    if out["known"].shape != out["y"].shape:
+        raise MuprivError(f"{path}: known has shape {out['known'].shape} but y has {out['y'].shape}; they must match")
+    return out
+
+
+def label_problems(y: np.ndarray, known: np.ndarray) -> dict[int, str]:
+    """Per record index, why its labels are invalid: a known label that is not 0 or 1 (NaN included). Unknown
+    entries (known False) may hold anything; they are set to 0 on loading, since the loss masks them by multiplying."""
+    bad = known & ~np.isin(y, (0.0, 1.0))
+    out: dict[int, str] = {}
+    for i, j in zip(*np.nonzero(bad)):
+        name = CLASSES[j] if j < len(CLASSES) else f"column {int(j)}"
+        out.setdefault(int(i), f"label {float(y[i, j])!r} for {name} is not 0 or 1")
+    return out
+
+
+def load_npz(path: Path) -> ECGTensors:
+    """A tensor dataset file: .npz with `x` (n, length, leads), `y` (n, classes) in {0, 1} and optional `known`."""
+    arrays = read_npz_arrays(path)
+    problems = label_problems(arrays["y"], arrays["known"])
+    if problems:
+        first = min(problems)
+        raise MuprivError(f"{path}: {len(problems)} record(s) have labels other than 0 or 1 (record {first}: "
+                          f"{problems[first]}); y must be multi-hot 0/1 (mark a label the source does not give with "
+                          f"known = False)")
+    y = np.where(arrays["known"], arrays["y"], 0.0)
+    return ECGTensors.from_arrays(arrays["x"], y, arrays["known"])

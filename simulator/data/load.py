@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from simulator.core.labels import CLASSES, LEADS
-from simulator.core.tensors import load_npz
+from simulator.core.tensors import label_problems, read_npz_arrays
 from simulator.data.cache import RecordCache
 from simulator.data.code15 import find_exams_csv, read_code15
 from simulator.data.npzio import is_records_npz, load_records_npz
 from simulator.data.preprocess import PreprocessConfig
 from simulator.data.records import ECGRecords, META_COLUMNS
-from simulator.data.wfdb_reader import list_headers, read_wfdb_folder
+from simulator.data.wfdb_reader import BadRecords, list_headers, read_wfdb_folder
 from simulator.errors import MuprivError
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -31,16 +32,37 @@ def kind_of(path: Path) -> str:
     raise MuprivError(f"{path}: unknown data format '{path.suffix}'; give a WFDB folder, a CODE-15 .hdf5 or an .npz")
 
 
-def _tensors_npz_as_records(path: Path, fs: float) -> ECGRecords:
-    t = load_npz(path)
-    if t.n_leads != len(LEADS) or t.y.shape[1] != len(CLASSES):
-        raise MuprivError(f"{path}: arrays are {t.n_leads} leads x {t.y.shape[1]} classes; records need {len(LEADS)} leads and {len(CLASSES)} classes")
-    n = len(t)
+def _tensors_npz_as_records(path: Path, fs: float, skip_bad: bool) -> ECGRecords:
+    """A tensor .npz as records, used as it is (no resampling, cropping or scaling). Its rate is the file's ``fs``
+    array when it has one; else it is unknown (meta fs_original NaN) and taken to be ``fs``. Records with NaN or
+    infinite samples or labels other than 0/1 are bad records: an error, or left out and counted with skip_bad."""
+    arrays = read_npz_arrays(path)
+    x, y, known = arrays["x"], arrays["y"], arrays["known"]
+    if x.ndim != 3 or y.ndim != 2 or x.shape[2] != len(LEADS) or y.shape[1] != len(CLASSES):
+        raise MuprivError(f"{path}: arrays are x {x.shape}, y {y.shape}; records need x (n, length, {len(LEADS)}) and "
+                          f"y (n, {len(CLASSES)})")
+    stated = float(arrays["fs"]) if "fs" in arrays else None
+    bad = BadRecords(skip_bad)
+    labels = label_problems(y, known)
+    keep = []
+    for i in range(len(x)):
+        why = labels.get(i) or ("NaN or infinite samples" if not np.isfinite(x[i]).all() else None)
+        if why is None:
+            keep.append(i)
+        else:
+            bad.bad(f"{path}: record {i}: {why}")
+    n = len(keep)
     meta = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in META_COLUMNS})
-    meta["record_id"] = [f"{path.stem}-{i}" for i in range(n)]
+    meta["record_id"] = [f"{path.stem}-{i}" for i in keep]
     meta["source"] = path.name
     meta["path"] = str(path)
-    return ECGRecords(t.x.numpy(), t.y.numpy(), t.known.numpy(), meta, fs=fs, units="unknown")
+    meta["fs_original"] = np.nan if stated is None else stated
+    meta["n_original"] = x.shape[1]
+    if stated is None:
+        bad.note(f"{path}: the file does not state its sampling rate (no fs array): the configured rate (data.fs, or "
+                 f"--fs) is assumed")
+    return ECGRecords(x[keep], np.where(known[keep], y[keep], 0.0), known[keep], meta, fs=fs if stated is None else stated,
+                      units="unknown", problems=tuple(bad.problems))
 
 
 def load_records(path: Path | str, *, preprocess: PreprocessConfig = PreprocessConfig(), skip_bad: bool = False,
@@ -51,7 +73,7 @@ def load_records(path: Path | str, *, preprocess: PreprocessConfig = PreprocessC
     path = Path(path)
     kind = kind_of(path)
     if kind == "npz":
-        return load_records_npz(path) if is_records_npz(path) else _tensors_npz_as_records(path, preprocess.fs)
+        return load_records_npz(path) if is_records_npz(path) else _tensors_npz_as_records(path, preprocess.fs, skip_bad)
     store = RecordCache() if cache is True else cache if isinstance(cache, RecordCache) else RecordCache(enabled=False)
     settings = {"preprocess": preprocess.as_dict(), "skip_bad": skip_bad}
     if kind == "wfdb":

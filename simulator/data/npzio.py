@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from simulator.atomic import atomic_write
 from simulator.data.records import ECGRecords
 from simulator.errors import MuprivError
 
@@ -41,18 +40,10 @@ def _meta_from_json(text: str) -> pd.DataFrame:
 
 def save_records(records: ECGRecords, path: Path | str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, format=np.array(FORMAT), signals=records.signals, labels=records.labels, known=records.known,
-                     meta=np.array(_meta_to_json(records.meta)), problems=np.array(json.dumps(list(records.problems))),
-                     fs=np.array(records.fs, dtype=np.float64), units=np.array(records.units))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: np.savez(
+        tmp, format=np.array(FORMAT), signals=records.signals, labels=records.labels, known=records.known,
+        meta=np.array(_meta_to_json(records.meta)), problems=np.array(json.dumps(list(records.problems))),
+        fs=np.array(records.fs, dtype=np.float64), units=np.array(records.units)))
 
 
 def is_records_npz(path: Path) -> bool:

@@ -19,7 +19,7 @@ from simulator.data.records import ECGRecords, META_COLUMNS
 from simulator.data.snomed import CLASS_CODES, NSR_CODE, codes_to_labels, parse_codes
 from simulator.errors import MuprivError
 
-SKIP_HINT = "or pass skip_bad=True (--skip-bad) to leave the record out"
+SKIP_HINT = "or pass --skip-bad (data.skip_bad = true in a config) to leave the record out"
 
 # Record-name prefix -> source database inside the Challenge data.
 _DATABASES = (("HR", "PTB-XL"), ("JS", "Chapman-Ningbo"), ("A", "CPSC2018"), ("Q", "CPSC-Extra"),

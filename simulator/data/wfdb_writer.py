@@ -4,12 +4,12 @@ The .mat holds one int16 matrix `val` (12 x n); MAT v4 stores it column-major, i
 which is WFDB format 16 after a 24-byte header - hence the `16+24` format field, as in the Challenge files."""
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from simulator.atomic import atomic_write
 from simulator.core.labels import LEADS
 from simulator.data.records import ECGRecords
 from simulator.data.snomed import labels_to_codes
@@ -22,12 +22,9 @@ _MAT_HEADER = struct.Struct("<5i")  # type (MOPT=0030: little-endian int16 full 
 def _write_mat(path: Path, digital: np.ndarray) -> None:
     """digital: (n, 12) int16 -> MAT v4 file with variable `val` of shape (12, n)."""
     n = digital.shape[0]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_MAT_HEADER.pack(30, len(LEADS), n, 0, 4))
-        f.write(b"val\x00")
-        f.write(np.ascontiguousarray(digital, dtype="<i2").tobytes())  # row-major (n,12) == column-major (12,n)
-    os.replace(tmp, path)
+    # row-major (n,12) == column-major (12,n)
+    atomic_write(path, _MAT_HEADER.pack(30, len(LEADS), n, 0, 4) + b"val\x00"
+                 + np.ascontiguousarray(digital, dtype="<i2").tobytes())
 
 
 def write_record(folder: Path, name: str, signal_mv: np.ndarray, fs: float, codes: list[str],
@@ -55,9 +52,7 @@ def write_record(folder: Path, name: str, signal_mv: np.ndarray, fs: float, code
     for k, v in (extra or {}).items():
         lines.append(f"#{k}: {v}")
     hea = folder / f"{name}.hea"
-    tmp = hea.with_name(hea.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, hea)
+    atomic_write(hea, "\n".join(lines) + "\n")
     return hea
 
 

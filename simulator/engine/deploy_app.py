@@ -24,7 +24,6 @@ run_config into the real ``(ServerApp, ClientApp)`` pair, and where to leave the
 from __future__ import annotations
 
 import importlib
-import os
 import pickle
 import random
 import time
@@ -36,6 +35,8 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+
+from simulator.atomic import atomic_write
 
 KEY_PREFIX = "mupriv-deploy-"
 FACTORY_KEY = KEY_PREFIX + "factory"
@@ -123,9 +124,7 @@ def write_mark(map_dir: Path, node_id: int, partition: int) -> None:
     if mark.exists():
         return
     try:
-        tmp = mark.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(str(partition))
-        os.replace(tmp, mark)
+        atomic_write(mark, str(partition))
     except OSError:
         pass
 
@@ -194,11 +193,7 @@ def _ask_missing_partitions(grid: Grid, node_ids: set[int], map_dir: Any) -> Non
 
 
 def _write_result(directory: Path, out: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{RESULT_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        pickle.dump(out, fh)
-    os.replace(tmp, directory / RESULT_FILE)
+    atomic_write(directory / RESULT_FILE, pickle.dumps(out))
 
 
 # ------------------------------------------------------------------------------------------ toy factory

@@ -34,6 +34,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.serde import context_from_proto, context_to_proto
 from flwr.serverapp import Grid, ServerApp
 
+from simulator.atomic import atomic_write
 from simulator.engine.inline import PARTITION_ID_KEY, EngineTimeout
 from simulator.engine.recording import LedgerGrid
 from simulator.errors import MuprivError
@@ -70,9 +71,7 @@ class _ClientShim(ClientApp):
             context.node_config.update(self.node_config_fn(partition))
         mark = Path(self.map_dir) / str(context.node_id)
         if not mark.exists():
-            tmp = mark.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(str(partition))
-            os.replace(tmp, mark)
+            atomic_write(mark, str(partition))
         return self.inner(message=message, context=context)
 
 
@@ -134,9 +133,7 @@ def _child(  # pylint: disable=too-many-arguments
         out["error"] = traceback.format_exc()
     finally:
         try:
-            with open(os.path.join(work_dir, "result.tmp"), "wb") as fh:
-                pickle.dump(out, fh)
-            os.replace(os.path.join(work_dir, "result.tmp"), os.path.join(work_dir, "result.pkl"))
+            atomic_write(os.path.join(work_dir, "result.pkl"), pickle.dumps(out))
             try:
                 import ray
 

@@ -1,6 +1,6 @@
 """Read a run folder (`runs/<name>-<time>/`) into frames, with one-line errors for bad input.
 
-Only ``results.csv`` is required. ``timings.csv`` (wall times), ``attacks.csv``, ``ledger.csv``, ``manifest.json``,
+Only ``results.csv`` is required. ``timings.csv`` (wall times), ``failures.csv``, ``attacks.csv``, ``ledger.csv``, ``manifest.json``,
 ``config.toml`` and ``plots/*.png`` are used when present; a report of a run that has no
 attacks yet is still a report.
 """
@@ -21,6 +21,8 @@ ATTACKS_NAME = "attacks.csv"
 LEAKAGE_NAME = "leakage.csv"
 UNITS_NAME = "leakage_units.csv"
 LEDGER_NAME = "ledger.csv"
+FAILURES_NAME = "failures.csv"
+FAILURES_COLUMNS = ("scheme", "client", "round", "error")
 MANIFEST_NAME = "manifest.json"
 CONFIG_NAME = "config.toml"
 PLOTS_DIR = "plots"
@@ -41,6 +43,7 @@ class RunData:
     attacks: pd.DataFrame | None = None  # seed, scheme, client, round, attack, threat_model, metric, value, settings
     leakage: pd.DataFrame | None = None  # attacks.calibrate.LEAKAGE_COLUMNS: calibrated gains, intervals, verdicts
     ledger: pd.DataFrame | None = None  # one row per message; at least scheme, direction, bytes
+    failures: pd.DataFrame | None = None  # one row per client failure: (seed,) scheme, client, round, message_type, error
     manifest: dict[str, Any] = field(default_factory=dict)
     config_text: str | None = None
     reconstruction_plots: tuple[Path, ...] = ()
@@ -78,11 +81,17 @@ def load_run(run_dir: str | Path) -> RunData:
     if (run_dir / LEDGER_NAME).is_file():
         ledger = _read_ledger(run_dir / LEDGER_NAME)
     leakage = _read_leakage(run_dir)
+    failures = None
+    if (run_dir / FAILURES_NAME).is_file():
+        failures = _read_csv(run_dir / FAILURES_NAME)
+        _require_columns(failures, run_dir / FAILURES_NAME, FAILURES_COLUMNS)
+        if "seed" not in failures.columns:  # a run-scheme folder: one seed
+            failures.insert(0, "seed", "")
 
     plots_dir = run_dir / PLOTS_DIR
     plots = tuple(sorted(plots_dir.glob("*.png"))) if plots_dir.is_dir() else ()
     config_path = run_dir / CONFIG_NAME
-    return RunData(run_dir=run_dir, results=results, attacks=attacks, leakage=leakage, ledger=ledger,
+    return RunData(run_dir=run_dir, results=results, attacks=attacks, leakage=leakage, ledger=ledger, failures=failures,
                    manifest=_read_manifest(run_dir / MANIFEST_NAME),
                    config_text=config_path.read_text(encoding="utf-8") if config_path.is_file() else None,
                    reconstruction_plots=plots)

@@ -15,6 +15,7 @@ from simulator.core.labels import CLASSES
 from simulator.report import plots
 from simulator.report.conclusions import COMPARED, REFERENCE, conclusions
 from simulator.report.document import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
+from simulator.report.failures import failure_blocks, scheme_failures
 from simulator.report.files import write_atomic
 from simulator.report.fmt import MISSING, fmt_bytes, fmt_interval, fmt_leakage, fmt_stat, fmt_value
 from simulator.report.load import PLOTS_DIR, RunData, load_run
@@ -67,22 +68,28 @@ def manifest_essentials(manifest: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------- tables of the report
-def _quantity_table(summary: pd.DataFrame, schemes: list[str], quantities: Iterable[Quantity]) -> Table | None:
+def _quantity_table(summary: pd.DataFrame, schemes: list[str], quantities: Iterable[Quantity],
+                    labels: dict[str, str] | None = None) -> Table | None:
+    """``labels``: extra text after a scheme's name (its client failures)."""
+    labels = labels or {}
     quantities = [q for q in quantities if (summary["quantity"] == q.key).any()]
     if not quantities:
         return None
-    rows = [[s, *(fmt_stat(r, q.kind) if (r := lookup(summary, s, q.key)) else MISSING for q in quantities)]
+    rows = [[f"{s} {labels[s]}" if s in labels else s,
+             *(fmt_stat(r, q.kind) if (r := lookup(summary, s, q.key)) else MISSING for q in quantities)]
             for s in schemes]
     return Table(["scheme", *(q.label for q in quantities)], rows)
 
 
-def _summary_table(summary: pd.DataFrame, schemes: list[str]) -> Table:
+def _summary_table(summary: pd.DataFrame, schemes: list[str], labels: dict[str, str] | None = None) -> Table:
+    """``labels``: extra text after a scheme's name (its client failures)."""
+    labels = labels or {}
     cols = ["personal_macro_f1", "personal_macro_auroc", "improvement_macro_auroc", "forgetting_macro_auroc",
             "bytes_up", "bytes_down", "trainable_params", "epsilon"]
     header = ["scheme", *(QUANTITIES[c].label for c in cols), "leaks (calibrated)"]
     rows = []
     for s in schemes:
-        row = [s]
+        row = [f"{s} {labels[s]}" if s in labels else s]
         for c in cols:
             r = lookup(summary, s, c)
             row.append(fmt_stat(r, QUANTITIES[c].kind, ci=False) if r else MISSING)
@@ -93,8 +100,11 @@ def _summary_table(summary: pd.DataFrame, schemes: list[str]) -> Table:
                                        "than its null controls (see Leakage); none detected: no evidence at this budget.")
 
 
-def _conclusions_table(run: RunData, summary: pd.DataFrame) -> Table | None:
-    """µ-FT against each other scheme: paired differences, adjusted intervals and verdicts (see conclusions.py)."""
+def _conclusions_table(run: RunData, summary: pd.DataFrame, labels: dict[str, str] | None = None) -> Table | None:
+    """µ-FT against each other scheme: paired differences, adjusted intervals and verdicts (see conclusions.py).
+    ``labels``: extra text after a scheme's name (its client failures: a verdict against a scheme that never ran
+    must not read as a result)."""
+    labels = labels or {}
     table = conclusions(run.results)
     if table.empty:
         return None
@@ -110,7 +120,8 @@ def _conclusions_table(run: RunData, summary: pd.DataFrame) -> Table | None:
     rows = []
     for scheme in [s for s in run_schemes(run) if s in set(table["scheme"])]:
         mine = table[table["scheme"] == scheme].set_index("metric")
-        rows.append([scheme, *(cell(mine.loc[c.metric], c.metric) if c.metric in mine.index else MISSING for c in COMPARED),
+        rows.append([f"{scheme} {labels[scheme]}" if scheme in labels else scheme,
+                     *(cell(mine.loc[c.metric], c.metric) if c.metric in mine.index else MISSING for c in COMPARED),
                      leak_verdicts(summary, scheme)])
     first = table.iloc[0]
     return Table(["µ-FT vs", *(f"{c.label} (µ-FT − scheme)" for c in COMPARED), "that scheme leaks"], rows,
@@ -313,18 +324,22 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
                                               ("clients", str(len(clients))), ("seeds in results", ", ".join(map(str, seeds))),
                                               *manifest_essentials(run.manifest)]))
 
+    failures = scheme_failures(run)
+    blocks += failure_blocks(run, failures)
+
     blocks.append(Heading("Summary"))
     blocks.append(Para(f"Per scheme over {len(clients)} clients and {len(seeds)} seed(s): mean ± standard deviation "
                        "between clients; with two or more seeds, [the 95% Student-t interval of the per-seed client "
                        "means]. Δ vs pretrained is personal minus pretrained personal; forgetting is the drop on the "
                        "source task. Bytes are serialised Flower messages per client."))
-    blocks.append(_summary_table(summary, schemes))
-    if (verdicts := _conclusions_table(run, summary)) is not None:
+    labels = {s: f.label for s, f in failures.items()}
+    blocks.append(_summary_table(summary, schemes, labels))
+    if (verdicts := _conclusions_table(run, summary, labels)) is not None:
         blocks += [Heading("Conclusions", 3), verdicts]
 
     for title, quantities in (("Accuracy", ACCURACY), ("Communication", COMMUNICATION),
                               ("On-device cost", DEVICE_COST), ("Differential privacy", PRIVACY)):
-        table = _quantity_table(summary, schemes, quantities)
+        table = _quantity_table(summary, schemes, quantities, labels)
         if table is not None:
             blocks += [Heading(title, 3), table]
             if quantities is DEVICE_COST:

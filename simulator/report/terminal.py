@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from simulator.report.failures import WARN, scheme_failures
 from simulator.report.fmt import MISSING, fmt_interval, fmt_stat, fmt_value
 from simulator.report.load import RunData, load_run
 from simulator.report.tables import leak_verdicts, lookup, run_schemes, scheme_summary
@@ -55,6 +56,7 @@ def comparison_tables(run: str | Path | RunData, width: int = WIDE) -> list[Tabl
     split over two tables when the terminal is narrower than `WIDE`."""
     run = run if isinstance(run, RunData) else load_run(run)
     summary = scheme_summary(run)
+    failures = scheme_failures(run)
     seeds = run.results["seed"].nunique()
     title = f"{run.name}: mean ± sd over clients" + (f", 95% interval over {seeds} seeds" if seeds >= 2 else "")
     privacy = (("on-device cost", "right", lambda s: _device_cell(summary, s)),
@@ -70,7 +72,8 @@ def comparison_tables(run: str | Path | RunData, width: int = WIDE) -> list[Tabl
         for header, justify, _ in columns:
             table.add_column(header, justify=justify)
         for s in run_schemes(run):
-            table.add_row(escape(s), *(cell(s) for _, _, cell in columns))
+            name = escape(s) + (f"\n[bold red]{escape(failures[s].label)}[/bold red]" if s in failures else "")
+            table.add_row(name, *(cell(s) for _, _, cell in columns))
         tables.append(table)
     return tables
 
@@ -81,5 +84,8 @@ def comparison_table(run: str | Path | RunData) -> Table:
 
 
 def print_comparison(console: Console, run: str | Path | RunData) -> None:
+    run = run if isinstance(run, RunData) else load_run(run)
     for table in comparison_tables(run, console.width):
         console.print(table)
+    for f in scheme_failures(run).values():  # after the table, where it is read last
+        console.print(f"[bold red]{WARN}[/bold red] {escape(f.sentence)} See failures.csv.")
