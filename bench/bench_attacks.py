@@ -208,8 +208,11 @@ def bench_suite(budget: str, run_dir: Path | None, workdir: Path) -> dict:
         total += wall
         per_cell[cell.parent.name] = round(wall, 1)
         secs = report.frame[report.frame["metric"] == "seconds"]
-        for attack, v in secs.groupby(secs["attack"].str.split("@").str[0])["value"].sum().items():
+        mine = secs.groupby(secs["attack"].str.split("@").str[0])["value"].sum()
+        for attack, v in mine.items():
             per_attack[attack] = per_attack.get(attack, 0.0) + float(v)
+        print(json.dumps({"cell": cell.parent.name, "wall_s": round(wall, 1),  # progress: a long budget shows where
+                          "per_attack_s": {k: round(float(v), 1) for k, v in mine.items()}}), flush=True)  # time goes
         audit = cell / "audit.csv"
         if audit.is_file():
             a = pd.read_csv(audit)

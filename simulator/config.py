@@ -224,7 +224,15 @@ class RunConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(ATTACKS)}"
                 raise MuprivError(f"attacks.run has unknown attack {name!r}{hint}")
         for name in self.schemes.run:
-            self.scheme_params(name)  # unknown schemes and parameters fail here, before any training
+            params = self.scheme_params(name)  # unknown schemes and parameters fail here, before any training
+            threshold = getattr(params, "reconstruction_threshold", None)
+            if threshold is not None:  # SecAgg+ cannot unmask a round with fewer clients than its threshold
+                sampled = max(1, int(params.fraction_train * self.cohort.clients))
+                if sampled < max(2, threshold):
+                    raise MuprivError(f"schemes.{name}: fraction_train {params.fraction_train} samples {sampled} of "
+                                      f"{self.cohort.clients} clients per round, fewer than secure aggregation needs "
+                                      f"(max(2, reconstruction_threshold = {threshold})); raise fraction_train or "
+                                      "lower reconstruction_threshold")
         return self
 
     def scheme_params(self, name: str) -> Any:

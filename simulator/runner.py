@@ -88,6 +88,13 @@ class SchemeRun:
             if str(table.loc[c.id, "error"]) == "device left no final model":
                 rows.append({"scheme": self.scheme.name, "client": c.id, "round": "", "message_type": "",
                              "error": "device left no final model"})
+        rounds = getattr(self.params, "rounds", 0)
+        steps = self.table["local_steps"].fillna(0) if "local_steps" in self.table else pd.Series(0, index=self.table.index)
+        if not rows and rounds > 0 and (steps == 0).all():
+            # a federation that trained nobody without a single error reply (e.g. SecAgg+ with fewer sampled
+            # clients than its threshold) would otherwise pass for "nothing changed"
+            rows = [{"scheme": self.scheme.name, "client": c.id, "round": "", "message_type": "",
+                     "error": f"trained in none of the {rounds} rounds, without an error reply"} for c in study.clients]
         frame = pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
         return frame.sort_values(["client", "round"], key=lambda c: c.astype(str), kind="stable").reset_index(drop=True)
 

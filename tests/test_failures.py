@@ -111,3 +111,13 @@ def test_which_messages_fail(entry, message_type, rnd, fails):
                     created_at=0.0, ttl=60.0, message_type=message_type)
     msg = make_message(meta, RecordDict({"config": ConfigRecord({"server-round": rnd})}))
     assert should_fail(faults, 1, msg) is fails and should_fail(faults, 0, msg) is False
+
+
+def test_secure_aggregation_that_would_sample_too_few_clients_is_refused():
+    """Before: fraction_train 0.25 of 4 clients sampled 1 per round, SecAgg+ could unmask nothing, and the run
+    reported 0 rounds and Δ +0.000 for every client without an error."""
+    table = {"cohort": {"clients": 4}, "schemes": {"run": ["secagg-fedavg"], "secagg-fedavg": {"fraction_train": 0.25}}}
+    with pytest.raises(MuprivError, match="samples 1 of 4 clients per round, fewer than secure aggregation needs"):
+        parse_config(table)
+    table["schemes"]["secagg-fedavg"]["fraction_train"] = 0.5
+    assert parse_config(table).scheme_params("secagg-fedavg").fraction_train == 0.5
