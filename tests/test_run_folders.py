@@ -129,3 +129,19 @@ def test_resume_on_another_thread_count_reuses_the_runs_own_pretrained_model(tmp
     pretrained = json.loads((run / "manifest.json").read_text())["studies"]["0"]["pretrained"]
     assert pretrained["checkpoint"] == first[0].name and pretrained["run_copy"] == "pretrained/seed-0.pt"
     assert (run / "pretrained" / "seed-0.pt").read_bytes() == first[0].read_bytes()
+
+
+def test_progress_names_the_cell_and_estimates_the_time_left(monkeypatch):
+    import simulator.simulate as sim
+
+    clock = iter([100.0, 400.0, 1000.0])
+    monkeypatch.setattr(sim.time, "monotonic", lambda: next(clock))
+    said = []
+    progress = sim.Progress(total=30, done=6, say=said.append)  # a resumed run: 6 cells were done before
+    progress("seed 0: running fedavg")
+    progress.cell_done()
+    progress("seed 0: running fedprox")  # 300 s for one cell, 23 left
+    progress.cell_done()
+    progress("seed 0: running dp-fedavg")  # 900 s for two cells, 22 left
+    assert said == ["cell 7 of 30: seed 0: running fedavg", "cell 8 of 30, about 115 min left: seed 0: running fedprox",
+                    "cell 9 of 30, about 165 min left: seed 0: running dp-fedavg"]

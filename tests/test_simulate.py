@@ -230,3 +230,13 @@ def test_pretraining_cache_is_keyed_by_the_code(monkeypatch):
     assert len(study.pretraining_code_digest()) == 16
     monkeypatch.setattr(study, "pretraining_code_digest", lambda: "another-version")
     assert study.pretrain_key(cfg, None) != before
+
+
+def test_results_parquet_holds_the_same_table_as_results_csv(two_runs):
+    pytest.importorskip("pyarrow")  # the optional `parquet` extra (the test extra installs it)
+    run = two_runs[0]
+    parquet = pd.read_parquet(run / "results.parquet")
+    csv = pd.read_csv(run / "results.csv")
+    assert list(parquet.columns) == list(csv.columns) and len(parquet) == len(csv)
+    pd.testing.assert_frame_equal(parquet[["seed", "scheme", "client", "metric"]], csv[["seed", "scheme", "client", "metric"]])
+    assert ((parquet["value"] - csv["value"]).abs().fillna(0) < 1e-6 * (1 + csv["value"].abs().fillna(0))).all()
