@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from attacks.threat import AGGREGATE, NOTHING, ThreatModel, threat_for
-from simulator.config import DataConfig
 from simulator.core.model import ModelConfig, TDSSM
+from simulator.data.preprocess import DEFAULT_INPUT
 from simulator.errors import MuprivError
 from simulator.ledger import DOWN, UP, WireLedger
 
@@ -160,8 +160,8 @@ def _with_config(training: LocalTraining, config: dict[str, Any]) -> LocalTraini
 
 def data_spec(info: dict[str, Any], run_dir: Path) -> DataSpec:
     """The public input format. scheme.json "data" (or "params") first; then the server's own source data
-    shape; then the project's data-config defaults."""
-    defaults = DataConfig()
+    shape; then the project's default model input."""
+    defaults = DEFAULT_INPUT
     for where in ("data", "params"):
         block = info.get(where) or {}
         if isinstance(block, dict) and "length" in block:

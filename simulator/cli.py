@@ -216,7 +216,7 @@ def _mount_subcommands() -> None:
     from simulator.cli_simulate import simulate_command
 
     app.command("simulate")(user_errors(simulate_command))
-    from attacks.cli import attack_command
+    from simulator.cli_attack import attack_command
 
     app.command("attack")(user_errors(attack_command))
     from simulator.cli_report import compare_command, report_command

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from attacks.budget import ATTACKS, PRESETS
 from simulator.core.model import ModelConfig
 from simulator.core.phases import POSITIONS, Phase, mu_finetuning, pretraining_plan
 from simulator.config_checks import check_values
+from simulator.data.preprocess import DEFAULT_INPUT
 from simulator.errors import MuprivError
 
 
@@ -25,9 +27,9 @@ class DataConfig:
 
     path: str = field(default="", metadata={"help": '"" = synthetic records; else a WFDB folder, a CODE-15 .hdf5 or an .npz (--data overrides it)'})
     synthetic_records: int = field(default=512, metadata={"range": "[1, inf)", "help": "how many synthetic source records when path is empty"})
-    fs: float = field(default=400.0, metadata={"range": "(0, inf)", "help": "resample every record to this rate (Hz)"})
-    length: int = field(default=1024, metadata={"range": "[1, inf)", "help": "samples per record fed to the model (centred crop / zero pad)"})
-    scale: str = field(default="record", metadata={"help": 'min-max per "record" (the paper), per "lead", or "none" (keep mV)'})
+    fs: float = field(default=DEFAULT_INPUT.fs, metadata={"range": "(0, inf)", "help": "resample every record to this rate (Hz)"})
+    length: int = field(default=DEFAULT_INPUT.length, metadata={"range": "[1, inf)", "help": "samples per record fed to the model (centred crop / zero pad)"})
+    scale: str = field(default=DEFAULT_INPUT.scale, metadata={"help": 'min-max per "record" (the paper), per "lead", or "none" (keep mV)'})
     skip_bad: bool = field(default=False, metadata={"help": "leave unreadable records out (counted in the summary) instead of stopping"})
     val_fraction: float = field(default=0.2, metadata={"range": "(0, 1)", "help": "share of the server's records held out to pick the best epoch and report metrics"})
 
@@ -214,8 +216,6 @@ class RunConfig:
             raise MuprivError("federation.rounds must be >= 1 with federation.budget = \"as-configured\"")
         if self.cohort.split not in ("patient", "source", "dirichlet"):
             raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
-        from attacks.budget import ATTACKS, PRESETS  # pylint: disable=import-outside-toplevel
-
         if self.attacks.budget not in PRESETS:
             raise MuprivError(f"attacks.budget = {self.attacks.budget!r}: choose one of {', '.join(PRESETS)}")
         for name in self.attacks.run:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import attacks.run as run_mod
 from attacks.budget import Budget
-from attacks.cli import CSV_NAME, attack_command
+from simulator.cli_attack import CSV_NAME, attack_command
 from attacks.observe import observe_run
 from attacks.run import attack_observations, attack_run, score_results
 from simulator.errors import MuprivError

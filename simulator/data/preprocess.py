@@ -51,6 +51,11 @@ class PreprocessConfig:
         return asdict(self)
 
 
+# The model input a run gets unless its config says otherwise: one owner for simulator.config.DataConfig's defaults
+# and for what the attacker assumes when a scheme.json has no "data" block (attacks/observe.py).
+DEFAULT_INPUT = PreprocessConfig(fs=400.0, length=1024, scale="record")
+
+
 def canonical_lead(name: str) -> str | None:
     return _ALIASES.get(str(name).strip().lower())
 

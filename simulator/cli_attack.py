@@ -1,6 +1,7 @@
 """`mupriv attack RUN_DIR`: attack a finished scheme run, write attacks.csv and plots, print a table.
 
-Mount with ``app.command("attack")(user_errors(attack_command))`` in simulator/cli.py.
+The command lives on the simulator side because a whole run folder is re-attacked by `simulator.simulate`;
+attacks/ itself never imports the simulator's orchestration (README, Layout).
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def attack_command(
     if not (run_dir / "scheme.json").is_file() and (run_dir / "schemes").is_dir():
         if out is not None:
             raise MuprivError("--out applies to one scheme run directory; a run folder is attacked in place")
-        from simulator.simulate import attack_run_folder
+        from simulator.simulate import attack_run_folder  # pylint: disable=import-outside-toplevel
 
         frame = attack_run_folder(run_dir, budget, on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
         _print_table(summary(frame), console)
