@@ -22,7 +22,7 @@ from baselines.setup import (SchemeSetup, device_data, device_model, keep_person
                              tally, train_on_device, update_metrics, write_probe)
 from simulator.core.model import PARTS, TDSSM
 from simulator.core.phases import PhaseResult
-from simulator.engine.api import store_strategy_result
+from simulator.engine.strategy_state import store_strategy_result
 
 LocalUpdate = Callable[[SchemeSetup, Context, TDSSM, int, ConfigRecord, Any], PhaseResult]
 

@@ -25,7 +25,7 @@ from baselines.registry import Scheme, param, register
 from baselines.setup import (SchemeSetup, device_data, device_model, keep_personal, part_names, parts_record,
                              pretrained_model, tally, train_on_device, write_probe)
 from simulator.core.model import PARTS, TDSSM
-from simulator.engine.api import store_strategy_result
+from simulator.engine.strategy_state import store_strategy_result
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 from simulator.config import parse_config  # noqa: E402
 from simulator.engine import EngineTimeout, run_federation  # noqa: E402
 from simulator.engine import deployment  # noqa: E402
-from simulator.engine.deploy_app import toy_apps  # noqa: E402
+from simulator.engine.toy import toy_apps  # noqa: E402
 from simulator.errors import MuprivError  # noqa: E402
 from simulator.ledger import DOWN, UP  # noqa: E402
 
@@ -32,7 +32,7 @@ def _have_flower() -> bool:
 
 pytestmark = pytest.mark.skipif(not _have_flower(), reason="flower-superlink is not installed")
 
-TOY = "simulator.engine.deploy_app:toy_apps"
+TOY = "simulator.engine.toy:toy_apps"
 TOY_CONFIG = {"toy-clients": 2, "toy-rounds": 1}
 TIMEOUT_S = 300  # generous: a loaded CI box can be several times slower than a laptop
 # Flower metadata that differs by runtime, per message: message ids are 64-hex object ids on the real

@@ -141,3 +141,11 @@ def test_no_import_cycle_at_module_level():
 def test_the_rule_sees_function_level_imports():
     """A lazy import is still a dependency: the checker must find the CLI's function-level ones."""
     assert "simulator.cli_attack" in GRAPH["simulator.cli"][1] - GRAPH["simulator.cli"][0]
+
+
+def test_no_import_cycle_in_the_engines_even_through_function_level_imports():
+    """The engine API, the engines and the apps they run (deploy_app, toy) form a chain, not a circle: shared pieces
+    (strategy_state, outbox) sit below all of them."""
+    engine = {name: {d for d in anywhere if _under(d, ("simulator.engine",))}
+              for name, (_, anywhere) in GRAPH.items() if _under(name, ("simulator.engine",))}
+    assert not _cycles(engine)

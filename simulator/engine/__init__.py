@@ -7,16 +7,11 @@ Engines: ``inline`` (in-process `InlineGrid`, deterministic, the default), ``ray
 every message into the `WireLedger`.
 """
 
-from simulator.engine.api import (
-    ENGINES,
-    FederationResult,
-    load_strategy_result,
-    run_federation,
-    store_strategy_result,
-)
+from simulator.engine.api import ENGINES, FederationResult, run_federation
 from simulator.engine.inline import EngineTimeout, InlineGrid, wire_copy
 from simulator.engine.ray_engine import ray_available
 from simulator.engine.recording import LedgerGrid
+from simulator.engine.strategy_state import load_strategy_result, store_strategy_result
 
 __all__ = [
     "ENGINES",

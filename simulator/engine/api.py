@@ -3,7 +3,7 @@
 How results come back: the ServerApp's own `Context`. Whatever the ServerApp stores in
 ``context.state`` (a Flower RecordDict) is returned in `FederationResult.context`, on every
 engine -- with Ray the ServerApp runs in another process and the Context travels back as Flower
-protobuf. `store_strategy_result` / `FederationResult.strategy_result` put a
+protobuf. `store_strategy_result` (`simulator.engine.strategy_state`) / `FederationResult.strategy_result` put a
 `flwr.serverapp.strategy.Result` (final arrays + per-round metrics) into that state and read it
 back, so a Message-API ServerApp only adds one line after ``strategy.start(...)``.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from flwr.app import Context, MetricRecord, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import ServerApp
@@ -30,14 +30,12 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from simulator.engine.inline import EngineTimeout, InlineGrid
 from simulator.engine.recording import LedgerGrid
+from simulator.engine.strategy_state import load_strategy_result
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
 
 ENGINES = ("inline", "ray", "deployment")
 DEFAULT_TIMEOUT_S = 3600.0
-
-_RESULT_PREFIX = "mupriv.result"
-
 
 @dataclass
 class FederationResult:
@@ -67,42 +65,6 @@ class FederationResult:
     def final_arrays(self) -> dict[str, np.ndarray]:
         """The final global arrays saved with `store_strategy_result`, as numpy."""
         return {k: v.numpy() for k, v in self.strategy_result().arrays.items()}
-
-
-def store_strategy_result(context: Context, result: Result) -> None:
-    """Save a strategy's `Result` into the ServerApp's ``context.state`` (call at the end of main)."""
-    state = context.state
-    state[f"{_RESULT_PREFIX}.arrays"] = result.arrays
-    for name, per_round in (
-        ("train", result.train_metrics_clientapp),
-        ("evaluate", result.evaluate_metrics_clientapp),
-        ("server", result.evaluate_metrics_serverapp),
-    ):
-        for rnd, rec in per_round.items():
-            state[f"{_RESULT_PREFIX}.{name}.{int(rnd)}"] = rec
-
-
-def load_strategy_result(state: RecordDict) -> Result:
-    """Inverse of `store_strategy_result`."""
-    key = f"{_RESULT_PREFIX}.arrays"
-    if key not in state:
-        raise KeyError("no strategy result in the ServerApp state: call store_strategy_result(context, result)")
-    res = Result(arrays=state[key])  # type: ignore[arg-type]
-    target = {
-        "train": res.train_metrics_clientapp,
-        "evaluate": res.evaluate_metrics_clientapp,
-        "server": res.evaluate_metrics_serverapp,
-    }
-    for k, rec in state.items():
-        parts = k.split(".")
-        if k.startswith(_RESULT_PREFIX + ".") and len(parts) == 4 and parts[2] in target:
-            if isinstance(rec, MetricRecord):
-                target[parts[2]][int(parts[3])] = rec
-    for d in target.values():
-        ordered = dict(sorted(d.items()))
-        d.clear()
-        d.update(ordered)
-    return res
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ run_config into the real ``(ServerApp, ClientApp)`` pair, and where to leave the
 
 - `server_app` seeds the global `random` (Flower's strategies sample with it), waits until all
   N nodes are connected, runs the real ServerApp over a `LedgerGrid` and writes the ledger
-  entries and its final Context (Flower protobuf) to ``mupriv-deploy-out`` -- the same outbox
+  entries and its final Context (Flower protobuf) to ``mupriv-deploy-out`` -- the same outbox (`simulator.engine.outbox`)
   the ray engine's child writes.
 - `client_app` writes its node id -> partition id out-of-band into ``mupriv-deploy-nodes`` (never on
   the wire; simulation bookkeeping, as on the ray engine) and hands the message to the real
@@ -24,7 +24,6 @@ run_config into the real ``(ServerApp, ClientApp)`` pair, and where to leave the
 from __future__ import annotations
 
 import importlib
-import pickle
 import random
 import time
 import traceback
@@ -36,16 +35,15 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from simulator.atomic import atomic_write
+from simulator.engine import outbox
 
 KEY_PREFIX = "mupriv-deploy-"
 FACTORY_KEY = KEY_PREFIX + "factory"
 NODES_KEY = KEY_PREFIX + "num-nodes"
 SEED_KEY = KEY_PREFIX + "seed"
 SCHEME_KEY = KEY_PREFIX + "scheme"
-OUT_KEY = KEY_PREFIX + "out"  # directory the ServerApp writes result.pkl into
+OUT_KEY = KEY_PREFIX + "out"  # directory the ServerApp writes its outbox (simulator.engine.outbox) into
 MAP_KEY = KEY_PREFIX + "nodes"  # directory each ClientApp writes its node-id file into
-RESULT_FILE = "result.pkl"
 PARTITION_QUERY = "query.mupriv_partition"  # <action> must be a Python identifier
 PARTITION_QUERY_TIMEOUT_S = 300.0
 PULL_INTERVAL_S = 0.2  # each pull is an HTTP round trip to the SuperLink: do not spin
@@ -120,13 +118,10 @@ def _mark_partition(map_dir: Any, context: Context) -> None:
 
 
 def write_mark(map_dir: Path, node_id: int, partition: int) -> None:
-    mark = map_dir / str(node_id)
-    if mark.exists():
-        return
     try:
-        atomic_write(mark, str(partition))
+        outbox.write_mark(map_dir, node_id, partition)
     except OSError:
-        pass
+        pass  # bookkeeping only: the server asks a node that left no note
 
 
 client_app = _DeployClientApp()
@@ -138,8 +133,6 @@ server_app = ServerApp()
 
 @server_app.main()
 def _main(grid: Grid, context: Context) -> None:
-    from flwr.common.serde import context_to_proto  # pylint: disable=import-outside-toplevel
-
     from simulator.engine.recording import LedgerGrid  # pylint: disable=import-outside-toplevel
     from simulator.ledger import WireLedger  # pylint: disable=import-outside-toplevel
 
@@ -161,13 +154,13 @@ def _main(grid: Grid, context: Context) -> None:
             _ask_missing_partitions(grid, {e.node_id for e in ledger.entries}, ours.get(MAP_KEY))
         except Exception:  # pylint: disable=broad-exception-caught
             traceback.print_exc()  # bookkeeping only: the run itself succeeded
-        out["context"] = context_to_proto(context).SerializeToString()
+        out["context"] = outbox.encode_context(context)
         out["timings"]["server_app_done"] = time.time()
     except BaseException:  # pylint: disable=broad-exception-caught
         out["error"] = traceback.format_exc()
         raise
     finally:
-        _write_result(Path(str(ours[OUT_KEY])), out)
+        outbox.write_result(Path(str(ours[OUT_KEY])), out)
 
 
 def _wait_for_nodes(grid: Grid, num_nodes: int) -> None:
@@ -190,23 +183,3 @@ def _ask_missing_partitions(grid: Grid, node_ids: set[int], map_dir: Any) -> Non
     for reply in grid.send_and_receive(queries, timeout=PARTITION_QUERY_TIMEOUT_S):
         if reply.has_content() and "node" in reply.content:
             write_mark(directory, reply.metadata.src_node_id, int(reply.content["node"]["partition-id"]))
-
-
-def _write_result(directory: Path, out: dict[str, Any]) -> None:
-    atomic_write(directory / RESULT_FILE, pickle.dumps(out))
-
-
-# ------------------------------------------------------------------------------------------ toy factory
-def toy_apps(run_config: dict[str, Any]) -> tuple[ServerApp, ClientApp]:
-    """`simulator.engine.toy`'s FedAvg pair from run_config (``toy-clients``, ``toy-rounds``): for tests."""
-    from simulator.engine.toy import (  # pylint: disable=import-outside-toplevel
-        ToySpec,
-        make_toy_client_app,
-        make_toy_server_app,
-    )
-
-    spec = ToySpec()
-    num_clients = int(run_config.get("toy-clients", 2))
-    server = make_toy_server_app(spec, num_clients=num_clients, num_rounds=int(run_config.get("toy-rounds", 1)),
-                                 min_train_nodes=min(2, num_clients))
-    return server, make_toy_client_app(spec)

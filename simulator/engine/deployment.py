@@ -34,7 +34,6 @@ import importlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -52,7 +51,7 @@ from typing import Any
 import tomli_w
 from flwr.app import Context
 
-from simulator.engine import deploy_app
+from simulator.engine import deploy_app, outbox
 from simulator.engine.inline import NUM_PARTITIONS_KEY, PARTITION_ID_KEY, EngineTimeout
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
@@ -327,7 +326,7 @@ def _submit(procs: _Processes, bin_dir: Path, app_dir: Path, clock: "_Clock") ->
 
 def _wait_result(procs: _Processes, out_dir: Path, clock: "_Clock", managed: bool) -> dict:
     """Poll for the ServerApp's outbox; fail early if a process we started, or the ServerApp, died."""
-    result = out_dir / deploy_app.RESULT_FILE
+    result = out_dir / outbox.RESULT_FILE
     server_seen = False
     next_scan = 0.0
     while not result.is_file():
@@ -344,8 +343,7 @@ def _wait_result(procs: _Processes, out_dir: Path, clock: "_Clock", managed: boo
             server_seen = server_seen or alive
             next_scan = time.monotonic() + 1.0
         time.sleep(POLL_S)
-    with open(result, "rb") as fh:
-        return pickle.load(fh)
+    return outbox.read_result(out_dir)
 
 
 def _child_env(token: str, bin_dir: Path, import_roots: list[str]) -> dict[str, str]:
@@ -402,23 +400,23 @@ def run_deployment(  # pylint: disable=too-many-arguments
                 if node_config is not None:
                     log.info("engine 'deployment' on %s: node_config is up to each SuperNode's --node-config", address)
             out = _run_app(procs, bin_dir, address, config, clock, managed=superlink is None)
-        node_map = _read_node_map(work / "nodes")
+        node_map = outbox.read_node_map(work / outbox.NODES_DIR)
     log.info("engine 'deployment' timings (s since start): %s", clock.summary(out.get("timings", {})))
     if out["error"]:
         raise RuntimeError("engine 'deployment': the ServerApp failed in its process:\n" + out["error"])
     ledger.extend(out["entries"])
     ledger.set_partition_ids(node_map)
-    return _context(out["context"]), node_map
+    return outbox.decode_context(out["context"]), node_map
 
 
 def _run_app(procs: _Processes, bin_dir: Path, address: str, config: dict[str, Any], clock: "_Clock",
              managed: bool) -> dict[str, Any]:
     """Write the app, ``flwr run`` it against ``address`` and wait for the ServerApp's outbox."""
     work = procs.work
-    (work / "nodes").mkdir(exist_ok=True)  # clients on this machine leave their partition notes here
+    (work / outbox.NODES_DIR).mkdir(exist_ok=True)  # clients on this machine leave their partition notes here
     _write_connection(work / "home" / "cli", address)
     app_dir = write_app(work / "app", {**config, deploy_app.OUT_KEY: str(work / "out"),
-                                       deploy_app.MAP_KEY: str(work / "nodes")})
+                                       deploy_app.MAP_KEY: str(work / outbox.NODES_DIR)})
     run_id = _submit(procs, bin_dir, app_dir, clock)
     clock.mark("submitted")
     try:
@@ -466,18 +464,3 @@ def _work_dir() -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="mupriv-deploy-", ignore_cleanup_errors=True) as tmp:
         yield Path(tmp)
-
-
-def _read_node_map(directory: Path) -> dict[int, int]:
-    if not directory.is_dir():
-        return {}
-    return {int(p.name): int(p.read_text()) for p in directory.iterdir() if p.name.isdigit()}
-
-
-def _context(blob: bytes | None) -> Context | None:
-    if blob is None:
-        return None
-    from flwr.common.serde import context_from_proto  # pylint: disable=import-outside-toplevel
-    from flwr.proto.message_pb2 import Context as ProtoContext  # pylint: disable=E0611,import-outside-toplevel
-
-    return context_from_proto(ProtoContext.FromString(blob))

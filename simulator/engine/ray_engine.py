@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import tempfile
@@ -31,10 +30,9 @@ from typing import Any
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
-from flwr.common.serde import context_from_proto, context_to_proto
 from flwr.serverapp import Grid, ServerApp
 
-from simulator.atomic import atomic_write
+from simulator.engine import outbox
 from simulator.engine.inline import PARTITION_ID_KEY, EngineTimeout
 from simulator.engine.recording import LedgerGrid
 from simulator.errors import MuprivError
@@ -69,9 +67,7 @@ class _ClientShim(ClientApp):
         context.run_config = dict(self.run_config)
         if self.node_config_fn is not None:
             context.node_config.update(self.node_config_fn(partition))
-        mark = Path(self.map_dir) / str(context.node_id)
-        if not mark.exists():
-            atomic_write(mark, str(partition))
+        outbox.write_mark(Path(self.map_dir), context.node_id, partition)
         return self.inner(message=message, context=context)
 
 
@@ -115,7 +111,7 @@ def _child(  # pylint: disable=too-many-arguments
             server_app(LedgerGrid(grid, ledger), context)
             holder["context"] = context
 
-        map_dir = os.path.join(work_dir, "nodes")
+        map_dir = os.path.join(work_dir, outbox.NODES_DIR)
         os.makedirs(map_dir, exist_ok=True)
         run_simulation(
             server_app=wrapped,
@@ -127,13 +123,13 @@ def _child(  # pylint: disable=too-many-arguments
         )
         out["entries"] = ledger.entries
         if "context" in holder:
-            out["context"] = context_to_proto(holder["context"]).SerializeToString()
+            out["context"] = outbox.encode_context(holder["context"])
         code = 0
     except BaseException:  # pylint: disable=broad-exception-caught
         out["error"] = traceback.format_exc()
     finally:
         try:
-            atomic_write(os.path.join(work_dir, "result.pkl"), pickle.dumps(out))
+            outbox.write_result(Path(work_dir), out)
             try:
                 import ray
 
@@ -194,27 +190,16 @@ def run_ray(  # pylint: disable=too-many-arguments,too-many-locals
                 "raise timeout_s, or check backend_config/client resources (a client needing more "
                 "CPUs than the cluster has waits forever)"
             )
-        result_path = Path(work_dir) / "result.pkl"
-        if not result_path.is_file():
+        if not (Path(work_dir) / outbox.RESULT_FILE).is_file():
             raise RuntimeError(f"engine 'ray': the simulation process died (exit code {proc.exitcode}) without a result")
-        with open(result_path, "rb") as fh:
-            out = pickle.load(fh)
+        out = outbox.read_result(Path(work_dir))
         _kill_group(proc.pid)  # reap anything Ray left in the child's session
         if out["error"]:
             raise RuntimeError("engine 'ray': the simulation failed in its process:\n" + out["error"])
-        node_map = {
-            int(p.name): int(p.read_text())
-            for p in (Path(work_dir) / "nodes").iterdir()
-            if p.name.isdigit()
-        }
+        node_map = outbox.read_node_map(Path(work_dir) / outbox.NODES_DIR)
     ledger.extend(out["entries"])
     ledger.set_partition_ids(node_map)
-    context = None
-    if out["context"] is not None:
-        from flwr.proto.message_pb2 import Context as ProtoContext  # pylint: disable=E0611
-
-        context = context_from_proto(ProtoContext.FromString(out["context"]))
-    return context, node_map
+    return outbox.decode_context(out["context"]), node_map
 
 
 def _kill_group(pid: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -15,7 +16,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from simulator.engine.api import store_strategy_result
+from simulator.engine.strategy_state import store_strategy_result
 
 
 @dataclass(frozen=True)
@@ -225,3 +226,13 @@ def _np_to_array(a):  # type: ignore[no-untyped-def]
     from flwr.app import Array
 
     return Array(a)
+
+
+def toy_apps(run_config: dict[str, Any]) -> tuple[ServerApp, ClientApp]:
+    """The FedAvg pair from run_config (``toy-clients``, ``toy-rounds``): the deployment engine's test factory
+    (``app_factory="simulator.engine.toy:toy_apps"``)."""
+    spec = ToySpec()
+    num_clients = int(run_config.get("toy-clients", 2))
+    server = make_toy_server_app(spec, num_clients=num_clients, num_rounds=int(run_config.get("toy-rounds", 1)),
+                                 min_train_nodes=min(2, num_clients))
+    return server, make_toy_client_app(spec)
