@@ -24,13 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NOTHING = "nothing"
-RAW = "raw records"
-UPDATES = "per-client updates"
-CLIPPED = "clipped per-client updates"
-NOISED = "noised per-client updates"
-AGGREGATE = "aggregate only"
-OBSERVABLES: tuple[str, ...] = (NOTHING, RAW, UPDATES, CLIPPED, NOISED, AGGREGATE)
+# what a server can observe: the names scheme.json's "observable" holds, owned by the run-folder contract
+from simulator.scheme_record import AGGREGATE, CLIPPED, NOISED, NOTHING, OBSERVABLES, RAW, UPDATES  # noqa: F401
 
 GRANTS: tuple[str, ...] = ("architecture", "global weights of the round", "local hyperparameters (lr, epochs, batch size, "
                            "optimiser, pos_weight)", "public population prior")
@@ -93,7 +88,8 @@ GLOBAL_MODEL = ThreatModel("global-model", "global models",
                            access="white-box: every broadcast global model")
 
 
-# The default observable per scheme, used when a run's scheme.json does not say.
+# The default observable per scheme, used when a run's scheme.json does not say (a hand-made run folder); the attacker
+# cannot read baselines.registry, so tests/test_attacks_metrics.py checks that this agrees with each scheme's own declaration.
 SCHEME_OBSERVABLE: dict[str, str] = {
     "mu-ft": NOTHING,
     "local-ft": NOTHING,

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, get_type_hints
 
 from simulator.errors import MuprivError
-
-# What an honest-but-curious server observes; the attack module keys its threat models on these.
-OBSERVABLE = ("nothing", "raw records", "per-client updates", "clipped per-client updates",
-              "noised per-client updates", "aggregate only")
+from simulator.scheme_record import OBSERVABLES  # what an honest-but-curious server observes
 
 
 @dataclass(frozen=True)
@@ -31,8 +28,8 @@ class Scheme:
     preflight: Callable[..., Any] | None = None  # (setup, client_sizes) -> setup; may refuse before training
 
     def __post_init__(self) -> None:
-        if self.observable not in OBSERVABLE:
-            raise ValueError(f"scheme {self.name}: observable must be one of {OBSERVABLE}")
+        if self.observable not in OBSERVABLES:
+            raise ValueError(f"scheme {self.name}: observable must be one of {OBSERVABLES}")
 
     def apps(self, setup: Any) -> tuple[Any, Any]:
         """``build(setup)``, with the devices ``setup.faults`` names failing where it says (baselines.faults)."""

@@ -9,7 +9,8 @@ import pytest
 from attacks.metrics import (cosine, f1_per_class, label_scores, lagged_pearson_per_lead, match_records, pair_scores,
                              pearson_per_lead, prd, presence_scores, reid_rank, snr_db)
 from attacks.priors import einthoven, lag_range, periodicity, smoothness
-from attacks.threat import NOT_APPLICABLE_NOTHING, THREAT_MODELS, attacks_for, threat_for
+from attacks.threat import NOT_APPLICABLE_NOTHING, SCHEME_OBSERVABLE, THREAT_MODELS, attacks_for, threat_for
+from simulator.scheme_record import OBSERVABLES
 
 
 def _ecgish(n: int, length: int = 200, seed: int = 0) -> np.ndarray:
@@ -88,6 +89,15 @@ def test_threat_models_per_scheme():
     assert all(t.observable == k for k, t in THREAT_MODELS.items())
     with pytest.raises(KeyError):
         threat_for("made-up-scheme")
+
+
+def test_the_attackers_default_observables_agree_with_the_schemes_own():
+    """attacks.threat's fallback for a scheme.json without "observable" says what each registered scheme declares,
+    and every observable has a threat model (both sides read the names from simulator.scheme_record)."""
+    from baselines.registry import get_scheme, scheme_names  # the attacker itself never imports the registry
+
+    assert {name: get_scheme(name).observable for name in scheme_names()} == SCHEME_OBSERVABLE
+    assert set(THREAT_MODELS) == set(OBSERVABLES)
 
 
 def test_pair_scores_match_the_one_pair_functions():
