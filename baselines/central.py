@@ -1,5 +1,6 @@
 """`central`: every device uploads its raw training records; the server fine-tunes the pretrained model
-on the pooled records and sends the result back to every device."""
+on the pooled records and sends the result back to every device. After every epoch the server leaves its
+model as a round probe (round = epoch): what every device would hold had training stopped there."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from baselines.registry import Scheme, param, register
 from baselines.server import ack, broadcast, model_content, wait_for_nodes
 from baselines.setup import (SchemeSetup, device_data, device_model, keep_personal, parts_record, pretrained_model,
-                             write_probe)
+                             write_global_probe, write_probe)
 from simulator.core.model import PARTS
 from simulator.core.phases import train_phase
 from simulator.core.tensors import ECGTensors
@@ -47,7 +48,8 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         if uploads:  # with none (every device failed) the pretrained model goes back, as FedAvg's does
             pooled = ECGTensors.from_arrays(*(np.concatenate([u[k].numpy() for u in uploads]) for k in ("x", "y", "known")))
             phase = setup.phase(params.part_list(), epochs, name="central")
-            train_phase(model, phase, pooled, None, seed=setup.seed * 7919 + 1)
+            train_phase(model, phase, pooled, None, seed=setup.seed * 7919 + 1,
+                        on_epoch=lambda log: write_global_probe(setup, log.epoch, parts_record(model, PARTS)))
         full = parts_record(model, PARTS)
         broadcast(grid, nodes, "evaluate.final", lambda _n: model_content(full, {"server-round": 2}), "2")
 

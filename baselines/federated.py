@@ -6,6 +6,9 @@ model down once so that each device's personal parts start from it. Rounds 1..R:
 trains on its own data (`local_update`) and sends its shared parameters back, the strategy
 aggregates. Round R+1: the server sends the final shared parameters to every device, which merges
 them with its personal parts and acknowledges with an empty reply.
+
+Off the wire, for the per-round curves: the server leaves its global parameters after every round and
+each device its personal model after every local update (round probes, `baselines.setup`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 from baselines.registry import param
 from baselines.server import DEFAULT_ROUND_TIMEOUT_S, ack, broadcast, model_content, wait_for_nodes
 from baselines.setup import (SchemeSetup, device_data, device_model, keep_personal, parts_record, pretrained_model,
-                             tally, train_on_device, update_metrics, write_probe)
+                             tally, train_on_device, update_metrics, write_global_probe, write_probe, write_round_probe)
 from simulator.core.model import PARTS, TDSSM
 from simulator.core.phases import PhaseResult
 from simulator.engine.strategy_state import store_strategy_result
@@ -79,7 +82,8 @@ def build_federated(
         strategy = make_strategy(params, setup.num_clients)
         initial = parts_record(model, shared)
         result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=params.rounds,
-                                timeout=DEFAULT_ROUND_TIMEOUT_S, train_config=train_config(setup, params))
+                                timeout=DEFAULT_ROUND_TIMEOUT_S, train_config=train_config(setup, params),
+                                evaluate_fn=lambda rnd, arrays: _probe_global(setup, rnd, arrays))
         if len(result.arrays) == 0:  # no round produced an aggregate (every sampled client failed)
             result.arrays = initial
         store_strategy_result(context, result)
@@ -100,6 +104,7 @@ def build_federated(
         result = local_update(setup, context, model, rnd, config, params)
         keep_personal(context, model)
         tally(context, rounds=1)
+        write_round_probe(setup, context, model, rnd)
         content = RecordDict({"arrays": parts_record(model, shared),
                               "metrics": update_metrics(result, len(device_data(context)))})
         return Message(content, reply_to=msg)
@@ -112,6 +117,13 @@ def build_federated(
         return ack(msg)
 
     return server, client
+
+
+def _probe_global(setup: SchemeSetup, rnd: int, arrays: Any) -> None:
+    """Flower's centralised-evaluation hook, used only to leave the global parameters after each round (it
+    runs after the round's aggregation, and with the unchanged parameters when a round aggregated nothing)."""
+    write_global_probe(setup, rnd, arrays)
+    return None
 
 
 def flower_fedavg(params: FederatedParams, num_clients: int, cls: Any = None, **kw: Any) -> Any:

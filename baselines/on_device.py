@@ -1,7 +1,8 @@
 """On-device personalisation: the server sends the pretrained model down once; the device trains
 some parts on its own data and sends nothing back but an empty acknowledgement.
 
-Used by `mu-ft` (encoder + decoder, the paper's µ-Fine-Tuning) and `local-ft` (every layer).
+Used by `mu-ft` (encoder + decoder, the paper's µ-Fine-Tuning) and `local-ft` (every layer). After every
+epoch the device leaves a round probe (round = epoch) for the per-round curves, off the wire.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from baselines.registry import param
 from baselines.server import ack, broadcast, model_content, wait_for_nodes
 from baselines.setup import (SchemeSetup, device_model, keep_personal, parts_record, pretrained_model,
-                             train_on_device, write_probe)
+                             train_on_device, write_probe, write_round_probe)
 from simulator.core.model import PARTS
 
 
@@ -42,7 +43,8 @@ def build_on_device(setup: SchemeSetup, parts: Sequence[str]) -> tuple[ServerApp
     @client.train()
     def train(msg: Message, context: Context) -> Message:
         model = device_model(setup, context, msg.content["arrays"])
-        train_on_device(setup, context, model, parts, epochs, server_round=1)
+        train_on_device(setup, context, model, parts, epochs, server_round=1,
+                        after_epoch=lambda epoch: write_round_probe(setup, context, model, epoch))
         keep_personal(context, model)
         write_probe(setup, context, model, rounds=1)
         return ack(msg)

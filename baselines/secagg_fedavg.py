@@ -23,7 +23,8 @@ from flwr.serverapp.strategy import Result
 from baselines.federated import FederatedParams, train_config
 from baselines.registry import Scheme, param, register
 from baselines.setup import (SchemeSetup, device_data, device_model, keep_personal, part_names, parts_record,
-                             pretrained_model, tally, train_on_device, write_probe)
+                             pretrained_model, tally, train_on_device, write_global_probe, write_probe,
+                             write_round_probe)
 from simulator.core.model import PARTS, TDSSM
 from simulator.engine.strategy_state import store_strategy_result
 
@@ -101,6 +102,7 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
             result = train_on_device(setup, self.ctx, model, PARTS, params.local_epochs, rnd)
             keep_personal(self.ctx, model)
             tally(self.ctx, rounds=1)
+            write_round_probe(setup, self.ctx, model, rnd)
             weights = [a.numpy() for a in parts_record(model, PARTS).values()]
             return weights, len(device_data(self.ctx)), {"local-steps": result.steps}
 
@@ -127,6 +129,12 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
                 total = parameters_to_ndarrays(results[0][1].parameters)
                 self.grid.observe(server_round, dict(zip(names, total)), aggregate_metrics(self.grid, results))
             return super().aggregate_fit(server_round, results, failures)
+
+        def evaluate(self, server_round, parameters):  # type: ignore[no-untyped-def]
+            """The legacy workflow's centralised evaluation, after every round's aggregation: used only to
+            leave the global parameters as a round probe (off the wire) for the per-round curves."""
+            write_global_probe(setup, server_round, dict(zip(names, parameters_to_ndarrays(parameters))))
+            return None
 
         def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]
             return None, {}  # the final delivery reports nothing to aggregate

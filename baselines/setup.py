@@ -7,7 +7,10 @@ node ``context.state`` between rounds.
 
 "Probes" are simulation-only: after its last update a device leaves its final personal model in
 ``probe_dir`` so the experimenter can evaluate it off the wire, the same way for every scheme.
-Nothing in a probe is visible to the server or recorded in the wire ledger.
+Round probes (``probe_dir/rounds/``) do the same after every round or epoch, for the per-round curves:
+each device's personal model after its local training, and the server's global (shared) parameters
+after each aggregation. Nothing in a probe is visible to the server or recorded in the wire ledger,
+and writing one draws no random numbers, so it cannot change what trains.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
@@ -31,6 +34,8 @@ SETUP_KEY = "mupriv-setup"
 DATA_PATH_KEY = "data-path"
 PERSONAL_KEY = "mupriv.personal"
 TALLY_KEY = "mupriv.tally"
+ROUNDS_DIR = "rounds"  # under probe_dir: the round probes
+GLOBAL = "global"  # round probe name of the server's global parameters
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,15 @@ def train_on_device(
     epochs: int,
     server_round: int,
     penalty: Callable[[], torch.Tensor] | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> PhaseResult:
-    """Train `parts` on the device's personal data; no validation split on a device, so the last epoch is kept."""
+    """Train `parts` on the device's personal data; no validation split on a device, so the last epoch is kept.
+    `after_epoch(epoch)` runs after each epoch (the on-device schemes leave a round probe there)."""
     data = device_data(context)
     start = time.perf_counter()
+    on_epoch = None if after_epoch is None else (lambda log: after_epoch(log.epoch))
     result = train_phase(model, setup.phase(parts, epochs), data, None, seed=device_seed(setup, context, server_round),
-                         penalty=penalty)
+                         penalty=penalty, on_epoch=on_epoch)
     tally(context, wall_s=time.perf_counter() - start, local_steps=result.steps, trainings=1)
     return result
 
@@ -164,15 +172,18 @@ def update_metrics(result: PhaseResult, n_examples: int) -> MetricRecord:
 
 def write_probe(setup: SchemeSetup, context: Context, model: TDSSM, **extra: Any) -> Path:
     """Leave the device's final personal model for off-wire evaluation (simulation only), atomically."""
-    directory = Path(setup.probe_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{partition(context)}.pt"
-    counters = dict(context.state[TALLY_KEY]) if TALLY_KEY in context.state else {}  # type: ignore[arg-type]
-    blob = {"state": {n: p.detach().clone() for n, p in model.named_parameters()},
-            "tally": {**counters, **extra}}
-    buf = io.BytesIO()  # in memory first: a full disk is then an OSError of the write, not torch's RuntimeError
-    torch.save(blob, buf)
-    return atomic_write(path, buf.getvalue())
+    return _save_device_blob(Path(setup.probe_dir) / f"{partition(context)}.pt", context, model, extra)
+
+
+def write_round_probe(setup: SchemeSetup, context: Context, model: TDSSM, rnd: int) -> Path:
+    """The device's personal model after round (or epoch) `rnd`, with its counters so far (epsilon included)."""
+    return _save_device_blob(Path(setup.probe_dir) / ROUNDS_DIR / f"{partition(context)}-{int(rnd)}.pt", context, model, {})
+
+
+def write_global_probe(setup: SchemeSetup, rnd: int, arrays: Mapping[str, Any]) -> Path:
+    """The server's global parameters after round (or epoch) `rnd`: the shared parts only, by name."""
+    state = {n: torch.as_tensor(_numpy(a)).clone() for n, a in arrays.items()}
+    return _save(Path(setup.probe_dir) / ROUNDS_DIR / f"{GLOBAL}-{int(rnd)}.pt", {"state": state})
 
 
 def read_probe(probe_dir: Path, partition_id: int) -> dict[str, Any] | None:
@@ -180,3 +191,63 @@ def read_probe(probe_dir: Path, partition_id: int) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return torch.load(path, weights_only=True)
+
+
+@dataclass(frozen=True)
+class RoundProbes:
+    """What the round probes hold: per partition {round: blob}, and the global states {round: state}."""
+
+    devices: dict[int, dict[int, dict[str, Any]]]
+    globals: dict[int, dict[str, torch.Tensor]]
+
+    def rounds(self) -> list[int]:
+        """Every round any probe was written for, and round 0 (the pretrained model)."""
+        found = {0, *self.globals}
+        for per_round in self.devices.values():
+            found |= set(per_round)
+        return sorted(found)
+
+
+def read_round_probes(probe_dir: Path) -> RoundProbes:
+    devices: dict[int, dict[int, dict[str, Any]]] = {}
+    globals_: dict[int, dict[str, torch.Tensor]] = {}
+    folder = Path(probe_dir) / ROUNDS_DIR
+    for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+        if path.name.startswith("."):  # a temporary file an interrupted write left
+            continue
+        who, _, rnd = path.stem.rpartition("-")
+        blob = torch.load(path, weights_only=True)
+        if who == GLOBAL:
+            globals_[int(rnd)] = blob["state"]
+        else:
+            devices.setdefault(int(who), {})[int(rnd)] = blob
+    return RoundProbes(devices, globals_)
+
+
+def probe_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor]) -> TDSSM:
+    """A model holding `state` (parameter name -> tensor; names it lacks keep their fresh values), in eval mode:
+    how every probe is turned back into the model a device holds."""
+    model = TDSSM(cfg)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, t in state.items():
+            if name not in params:
+                raise KeyError(f"probe tensor {name!r} is not a parameter of the model")
+            params[name].copy_(t)
+    return model.eval()
+
+
+def _save_device_blob(path: Path, context: Context, model: TDSSM, extra: dict[str, Any]) -> Path:
+    counters = dict(context.state[TALLY_KEY]) if TALLY_KEY in context.state else {}  # type: ignore[arg-type]
+    return _save(path, {"state": {n: p.detach().clone() for n, p in model.named_parameters()},
+                        "tally": {**counters, **extra}})
+
+
+def _save(path: Path, blob: dict[str, Any]) -> Path:
+    buf = io.BytesIO()  # in memory first: a full disk is then an OSError of the write, not torch's RuntimeError
+    torch.save(blob, buf)
+    return atomic_write(path, buf.getvalue())
+
+
+def _numpy(a: Any) -> Any:
+    return a.numpy() if hasattr(a, "numpy") and not isinstance(a, torch.Tensor) else a
