@@ -166,6 +166,15 @@ class AttacksConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """What a simulate run records beyond the final results."""
+
+    curves: bool = field(default=True, metadata={"help": "rounds.csv and the report's per-round curves: every device's model "
+                                                         "scored after every federated round (every epoch on the device), "
+                                                         "which costs about one evaluation pass per round and client"})
+
+
+@dataclass(frozen=True)
 class RunConfig:
     # Every key carries metadata["help"] and every section class a docstring: `mupriv config explain` and
     # docs/config.md read them from here, and tests/test_config_cli.py fails on a key without help.
@@ -179,6 +188,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     schemes: SchemesConfig = field(default_factory=SchemesConfig)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def study_seeds(self) -> list[int]:
         """The seeds of the repeated studies: seed, seed + 1, ..."""

@@ -19,9 +19,11 @@ names from here.
                              header only when nothing failed); results.csv counts them per client (failed_rounds)
     audit.csv                dp-fedavg only: the DP audit's epsilon lower bounds, in attacks.csv's form
                              (AUDIT_FILE; kept apart because re-attacking a ledger does not redo it)
+    rounds.csv               the per-round curves: every device's scores, cumulative bytes and epsilon after
+                             every round or epoch (ROUNDS_FILE; `simulator.curves`)
 
-A `simulate` run folder holds failures.csv and the last three for all its cells together, with a seed column, and
-``pretrained/seed-<s>.pt``, the pretrained model every scheme of that seed started from (PRETRAINED_DIR;
+A `simulate` run folder holds failures.csv, rounds.csv and the attack files (attacks.csv, leakage_units.csv,
+leakage.csv) for all its cells together, with a seed column, and ``pretrained/seed-<s>.pt``, the pretrained model every scheme of that seed started from (PRETRAINED_DIR;
 `--resume` reuses it rather than looking the cache up again).
 
 Run folders themselves are named ``<name>-<time>`` (``-2``, ``-3``, ... when that name is taken) and a
@@ -48,6 +50,7 @@ LEAKAGE_FILE = "leakage.csv"
 AUDIT_FILE = "audit.csv"
 FAILURES_FILE = "failures.csv"
 PRETRAINED_DIR = "pretrained"
+ROUNDS_FILE = "rounds.csv"
 
 
 def truth_file(run_dir: Path, client: str) -> Path:

@@ -3,7 +3,8 @@
 The scheme runs as Flower apps on the chosen engine and every message lands in the wire ledger. The
 evaluation happens afterwards and off the wire: each device's final personal model (left as a
 simulation-only probe) is scored on the client's personal test set and on the server's source test
-set, the same way for every scheme.
+set, the same way for every scheme; the round probes give the same scores after every round
+(`simulator.curves`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 
 from baselines.deploy import SCHEME_APPS
 from baselines.registry import Scheme, get_scheme
-from baselines.setup import SchemeSetup, load_arrays, read_probe
+from baselines.setup import ROUNDS_DIR, SchemeSetup, probe_model, read_probe, read_round_probes
 from simulator.core.cost import phase_cost
 from simulator.core.metrics import ClassificationMetrics
 from simulator.core.model import TDSSM
@@ -33,6 +34,7 @@ from simulator.core.phases import evaluate
 from simulator import layout
 from simulator.atomic import atomic_write
 from simulator.config import parse_fail
+from simulator.curves import round_curves
 from simulator.engine.api import FederationResult, run_federation
 from simulator.ledger import DOWN, UP, WireLedger
 from simulator.study import Study
@@ -52,6 +54,7 @@ class SchemeRun:
     federation: FederationResult
     table: pd.DataFrame  # one row per client
     wall_s: float
+    curves: pd.DataFrame | None = None  # per round and client (simulator.curves); None when not asked for
 
     @property
     def ledger(self) -> WireLedger:
@@ -167,8 +170,10 @@ def run_scheme(
     engine: str | None = None,
     timeout_s: float | None = None,
     verbose: bool = False,
+    curves: bool = False,
 ) -> SchemeRun:
-    """Run scheme `name` on every client of `study`; `params` defaults to the config's for that scheme."""
+    """Run scheme `name` on every client of `study`; `params` defaults to the config's for that scheme.
+    ``curves``: also score every device's model after every round (`SchemeRun.curves`)."""
     scheme = get_scheme(name)
     cfg = study.config
     params = cfg.scheme_params(name) if params is None else params
@@ -179,7 +184,7 @@ def run_scheme(
         setup = preflight(setup, [len(c.train) for c in study.clients])
     probes = Path(setup.probe_dir)
     if probes.exists():
-        for stale in probes.glob("*.pt"):
+        for stale in [*probes.glob("*.pt"), *(probes / ROUNDS_DIR).glob("*.pt")]:
             stale.unlink()
     server_app, client_app = scheme.apps(setup)
     paths = {c.partition: str(c.data_path) for c in study.clients}
@@ -191,7 +196,8 @@ def run_scheme(
                                 app_factory=SCHEME_APPS)  # deployment: the app processes rebuild the pair from run_config
     wall = time.perf_counter() - start
     table = client_table(study, scheme, params, result, probes)
-    return SchemeRun(scheme, params, setup, result, table, wall)
+    curve = round_curves(study, scheme, read_round_probes(probes), result.ledger.to_frame()) if curves else None
+    return SchemeRun(scheme, params, setup, result, table, wall, curve)
 
 
 @contextlib.contextmanager
@@ -236,9 +242,7 @@ def client_table(study: Study, scheme: Scheme, params: Any, result: FederationRe
         if probe is None:
             row["error"] = _client_error(errors, c.partition) or "device left no final model"
         else:
-            model = TDSSM(study.config.model)
-            load_arrays(model, _arrays(probe["state"]))
-            model.eval()
+            model = probe_model(study.config.model, probe["state"])
             row.update(_prefixed("personal", evaluate(model, c.test)))
             after_source = evaluate(model, study.source_test)
             row.update(_prefixed("source", after_source))
@@ -270,12 +274,6 @@ def _prefixed(prefix: str, m: ClassificationMetrics) -> dict[str, float]:
         out.update({f"{prefix}_auroc_{c}": m.auroc[c] for c in m.class_names})
         out.update({f"{prefix}_f1_{c}": m.f1[c] for c in m.class_names})
     return out
-
-
-def _arrays(state: dict) -> Any:
-    from flwr.app import Array, ArrayRecord  # pylint: disable=import-outside-toplevel
-
-    return ArrayRecord({k: Array(v.numpy()) for k, v in state.items()})
 
 
 def _client_error(errors: pd.DataFrame, partition: int) -> str:

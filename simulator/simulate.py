@@ -29,6 +29,7 @@ import torch
 from simulator import layout
 from simulator.atomic import atomic_write
 from simulator.config import RunConfig, load_config
+from simulator.curves import curves_long
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
 from simulator.runner import FAILURE_COLUMNS, run_scheme, save_truth, to_long
@@ -243,7 +244,7 @@ def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, pla
     if cell.exists():  # half-written by an interrupted run
         shutil.rmtree(cell)
     say(f"seed {seed}: running {scheme}")
-    run = run_scheme(study, scheme, work / "work" / f"seed-{seed}" / scheme)
+    run = run_scheme(study, scheme, work / "work" / f"seed-{seed}" / scheme, curves=study.config.report.curves)
     run.save(cell, study, truth_from=truth)
     if plan.attack and study.config.attacks.audit and scheme == "dp-fedavg" and run.setup.params.get("mode") == "dp-sgd":
         say(f"seed {seed}: auditing dp-fedavg's DP-SGD with canaries")
@@ -252,6 +253,8 @@ def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, pla
     timing = long["metric"].isin(TIMING_METRICS)
     _atomic_csv(long[~timing], cell / "results.csv")
     _atomic_csv(long[timing], cell / "timings.csv")
+    if run.curves is not None:
+        _atomic_csv(curves_long(run.curves, seed), cell / layout.ROUNDS_FILE)
     if plan.attack:
         say(f"seed {seed}: attacking {scheme}'s ledger ({plan.attack_budget} budget)")
         _attack_cell(cell, study.config, plan.attack_budget, seed)
@@ -324,6 +327,9 @@ def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationRes
         frame.insert(0, "seed", seed)
         ledgers.append(frame)
     pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)
+    curves = [pd.read_csv(c / layout.ROUNDS_FILE) for *_, c in cells if (c / layout.ROUNDS_FILE).is_file()]
+    if curves:
+        pd.concat(curves, ignore_index=True).to_csv(work / layout.ROUNDS_FILE, index=False, float_format="%.10g")
     attack_parts = [pd.read_csv(c / name) for *_, c in cells for name in (layout.ATTACKS_FILE, layout.AUDIT_FILE)
                     if (c / name).is_file()]
     attacks = pd.concat(attack_parts, ignore_index=True) if attack_parts else None
