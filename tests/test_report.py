@@ -106,6 +106,14 @@ def make_run(root: Path, name: str = "quick-20250101-120000", seeds: tuple[int, 
                                  "null", "label"]).to_csv(run / "leakage_units.csv", index=False)
     pd.DataFrame(led, columns=["seed", "scheme", "round", "direction", "node_id", "partition_id", "message_type", "bytes",
                                "content_bytes", "n_params", "row"]).to_csv(run / "ledger.csv", index=False)
+    curves = []  # rounds.csv: each scheme climbs from the pretrained model, bytes up accumulate
+    for seed in seeds:
+        for scheme in ("mu-ft", "fedavg", "dp-fedavg", "fedrep"):
+            for client in clients:
+                for r in range(rounds + 1):
+                    curves += [(seed, scheme, r, client, "personal_macro_auroc", 0.6 + 0.03 * r + rng.normal(0, 0.01)),
+                               (seed, scheme, r, client, "bytes_up", up[scheme] * r)]
+    pd.DataFrame(curves, columns=["seed", "scheme", "round", "client", "metric", "value"]).to_csv(run / "rounds.csv", index=False)
     (run / "config.toml").write_text('seed = 0\n\n[data]\nsynthetic_records = 256\n')
     (run / "manifest.json").write_text(json.dumps({
         "config_hash": "abc123", "seeds": list(seeds), "git_commit": "deadbeef", "created": "2025-01-01T12:00:00Z",
@@ -215,6 +223,18 @@ def test_summary_of_a_full_run(tmp_path):
     assert list(fed_up["bytes"]) == [4 * 240_000] * 3  # summed over 4 clients, mean over 2 seeds
 
 
+def test_curve_means_average_clients_then_seeds(tmp_path):
+    from simulator.report.tables import curve_means
+
+    run = load_run(make_run(tmp_path))
+    means = curve_means(run.rounds).set_index(["scheme", "round"])
+    raw = pd.read_csv(run.run_dir / "rounds.csv")
+    auroc = raw[(raw["scheme"] == "fedavg") & (raw["round"] == 2) & (raw["metric"] == "personal_macro_auroc")]
+    assert means.loc[("fedavg", 2), "personal_macro_auroc"] == pytest.approx(auroc.groupby("seed")["value"].mean().mean())
+    assert means.loc[("fedavg", 3), "bytes_up"] == 3 * 240_000 and means.loc[("mu-ft", 3), "bytes_up"] == 0
+    assert list(means.index.get_level_values("scheme").unique()) == ["mu-ft", "fedavg", "dp-fedavg", "fedrep"]
+
+
 # ---------------------------------------------------------------------------- report.md / report.html
 def test_report_files_are_written_and_self_contained(rendered):
     run, md, html = rendered
@@ -223,11 +243,12 @@ def test_report_files_are_written_and_self_contained(rendered):
     for section in ("## Run", "## Summary", "## Plots", "## Example reconstructions", "## Per class",
                     "## Leakage in detail", "## Attacks in detail", "## Ledger totals", "## Appendix: other metrics", "## Appendix: configuration"):
         assert section in text
-    for figure in ("frontier", "per-client-auroc", "epsilon-vs-accuracy", "bytes-per-round"):
+    for figure in ("frontier", "per-client-auroc", "epsilon-vs-accuracy", "bytes-per-round", "auroc-per-round",
+                   "auroc-vs-bytes-up"):
         assert f"](figures/{figure}.png)" in text and (run / "figures" / f"{figure}.png").is_file()
     assert "](plots/fedavg-best.png)" in text and "](plots/fedavg-median.png)" in text
     imgs = re.findall(r"<img [^>]*>", page)
-    assert len(imgs) == 6 and all('src="data:image/png;base64,' in i for i in imgs)
+    assert len(imgs) == 8 and all('src="data:image/png;base64,' in i for i in imgs)
     assert "http://" not in page and "https://" not in page and "<script" not in page and "<link" not in page
     assert "abc123" in text and "deadbeef" in text  # manifest essentials in the header
     assert "custom_metric" in text  # unknown metric in the appendix
@@ -249,13 +270,14 @@ def test_rerendering_gives_identical_files(rendered):
 
 def test_a_run_without_dp_ledger_attacks_or_plots_still_renders(tmp_path):
     run = make_run(tmp_path, reconstructions=False)
-    for name in ("attacks.csv", "ledger.csv", "manifest.json", "config.toml"):
+    for name in ("attacks.csv", "ledger.csv", "manifest.json", "config.toml", "rounds.csv"):
         (run / name).unlink()
     results = pd.read_csv(run / "results.csv")
     results[results["scheme"] != "dp-fedavg"].to_csv(run / "results.csv", index=False)
     md, html = render_report(run)
     text = md.read_text()
     assert "No DP scheme in this run" in text and "No reconstruction plots" in text and "No ledger.csv" in text
+    assert "No rounds.csv in this run" in text and not (run / "figures" / "auroc-per-round.png").exists()
     assert not (run / "figures" / "epsilon-vs-accuracy.png").exists()
     assert html.read_text().count("data:image/png;base64,") == 2  # frontier + per-client
 
@@ -300,7 +322,7 @@ def test_html_opens_in_a_headless_browser(rendered, tmp_path):
     assert found, f"probe did not run; stderr: {proc.stderr[-2000:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert probe["errors"] == []
-    assert len(probe["images"]) == 6 and all(i["ok"] and i["w"] > 0 for i in probe["images"]), probe
+    assert len(probe["images"]) == 8 and all(i["ok"] and i["w"] > 0 for i in probe["images"]), probe
     console_errors = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln and "ERROR" in ln.upper()]
     assert console_errors == []
 

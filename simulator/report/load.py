@@ -1,8 +1,8 @@
 """Read a run folder (`runs/<name>-<time>/`) into frames, with one-line errors for bad input.
 
-Only ``results.csv`` is required. ``timings.csv`` (wall times), ``failures.csv``, ``attacks.csv``, ``ledger.csv``, ``manifest.json``,
-``config.toml`` and ``plots/*.png`` are used when present; a report of a run that has no
-attacks yet is still a report.
+Only ``results.csv`` is required. ``timings.csv`` (wall times), ``failures.csv``, ``attacks.csv``, ``ledger.csv``,
+``rounds.csv`` (the per-round curves), ``manifest.json``, ``config.toml`` and ``plots/*.png`` are used when present;
+a report of a run that has no attacks yet is still a report.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from simulator import layout
 from simulator.errors import MuprivError
 
 RESULTS_NAME = "results.csv"
@@ -28,6 +29,7 @@ CONFIG_NAME = "config.toml"
 PLOTS_DIR = "plots"
 
 RESULTS_COLUMNS = ("seed", "scheme", "client", "metric", "value")
+ROUNDS_COLUMNS = ("seed", "scheme", "round", "client", "metric", "value")
 ATTACKS_COLUMNS = ("seed", "scheme", "client", "attack", "threat_model", "metric", "value")
 LEDGER_COLUMNS = ("scheme", "direction", "bytes")
 
@@ -44,6 +46,7 @@ class RunData:
     leakage: pd.DataFrame | None = None  # attacks.calibrate.LEAKAGE_COLUMNS: calibrated gains, intervals, verdicts
     ledger: pd.DataFrame | None = None  # one row per message; at least scheme, direction, bytes
     failures: pd.DataFrame | None = None  # one row per client failure: (seed,) scheme, client, round, message_type, error
+    rounds: pd.DataFrame | None = None  # rounds.csv: seed, scheme, round:int, client, metric, value
     manifest: dict[str, Any] = field(default_factory=dict)
     config_text: str | None = None
     reconstruction_plots: tuple[Path, ...] = ()
@@ -87,11 +90,16 @@ def load_run(run_dir: str | Path) -> RunData:
         _require_columns(failures, run_dir / FAILURES_NAME, FAILURES_COLUMNS)
         if "seed" not in failures.columns:  # a run-scheme folder: one seed
             failures.insert(0, "seed", "")
+    rounds = None
+    if (run_dir / layout.ROUNDS_FILE).is_file():
+        rounds = _read_long_csv(run_dir / layout.ROUNDS_FILE, ROUNDS_COLUMNS, text=("scheme", "client", "metric"))
+        rounds["round"] = _numbers(rounds, "round", run_dir / layout.ROUNDS_FILE, integer=True)
 
     plots_dir = run_dir / PLOTS_DIR
     plots = tuple(sorted(plots_dir.glob("*.png"))) if plots_dir.is_dir() else ()
     config_path = run_dir / CONFIG_NAME
     return RunData(run_dir=run_dir, results=results, attacks=attacks, leakage=leakage, ledger=ledger, failures=failures,
+                   rounds=rounds,
                    manifest=_read_manifest(run_dir / MANIFEST_NAME),
                    config_text=config_path.read_text(encoding="utf-8") if config_path.is_file() else None,
                    reconstruction_plots=plots)

@@ -230,3 +230,65 @@ def bytes_per_round_png(per_round: pd.DataFrame) -> bytes | None:
         fig.suptitle("bytes on the wire per round (ledger.csv)", fontsize=10)
         fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
         return _png(fig)
+
+
+# ---------------------------------------------------------------------------- per-round curves
+def _curve_lines(means: pd.DataFrame, x: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(scheme, xs, ys) per scheme, rounds in order, rounds without a personal macro-AUROC left out."""
+    lines = []
+    for s in sorted_schemes(means["scheme"]):
+        rows = means[(means["scheme"] == s)].sort_values("round").dropna(subset=[x, "personal_macro_auroc"])
+        if not rows.empty:
+            lines.append((s, rows[x].to_numpy(dtype=float), rows["personal_macro_auroc"].to_numpy(dtype=float)))
+    return lines
+
+
+def _curve_figure(lines: list[tuple[str, np.ndarray, np.ndarray]], schemes: list[str]) -> tuple[Figure, object]:
+    fig = _figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    colors = scheme_colors(schemes)
+    markers = "ov^sDP*Xhd"
+    for i, (s, xs, ys) in enumerate(lines):
+        ax.plot(xs, ys, marker=markers[i % len(markers)], markersize=3.5, linewidth=1.2, color=colors[s], label=s)
+    ax.axhline(0.5, color="0.6", linewidth=0.8, linestyle=":")
+    ax.set_ylabel("personal macro-AUROC (mean over clients)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig, ax
+
+
+def curves_round_png(means: pd.DataFrame) -> bytes | None:
+    """Personal macro-AUROC after every round (every epoch for on-device schemes and central): one line per scheme,
+    the mean over clients (and seeds); round 0 is the pretrained model."""
+    lines = _curve_lines(means, "round")
+    if not lines:
+        return None
+    import matplotlib
+
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _curve_figure(lines, list(means["scheme"]))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("round (federated) or epoch (mu-ft, local-ft, central); 0 = pretrained")
+        ax.set_title("personal macro-AUROC per round")
+        fig.tight_layout()
+        return _png(fig)
+
+
+def curves_bytes_png(means: pd.DataFrame) -> bytes | None:
+    """Personal macro-AUROC against the cumulative bytes a client has sent up (symlog): what accuracy each byte buys."""
+    lines = _curve_lines(means, "bytes_up")
+    if not lines:
+        return None
+    import matplotlib
+
+    xmax = max(float(xs.max()) for _, xs, _ in lines) * 4 + 2 * _BYTES_LINTHRESH
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _curve_figure(lines, list(means["scheme"]))
+        ax.set_xscale("symlog", linthresh=_BYTES_LINTHRESH)
+        ax.set_xlim(0, xmax)
+        ax.xaxis.set_major_locator(FixedLocator([0.0] + [10.0 ** k for k in range(3, int(math.log10(xmax)) + 1)]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        _bytes_axis(ax.xaxis)
+        ax.set_xlabel("cumulative bytes up per client (symlog; 0 = nothing sent yet)")
+        ax.set_title("personal macro-AUROC vs bytes sent")
+        fig.tight_layout()
+        return _png(fig)

@@ -20,13 +20,14 @@ from simulator.report.files import write_atomic
 from simulator.report.fmt import MISSING, fmt_bytes, fmt_interval, fmt_leakage, fmt_stat, fmt_value
 from simulator.report.load import PLOTS_DIR, RunData, load_run
 from simulator.report.tables import (ACCURACY, COMMUNICATION, DEVICE_COST, LEAKAGE, PRIVACY, QUANTITIES, Quantity,
-                                     attack_stats, leak_verdicts, ledger_per_round, ledger_totals, lookup, metric_stats,
+                                     attack_stats, curve_means, leak_verdicts, ledger_per_round, ledger_totals, lookup, metric_stats,
                                      other_metrics, per_client_values, run_schemes, scheme_key, scheme_summary)
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"  # our plots; plots/ belongs to the attacks (reconstructions)
-FIGURE_NAMES = ("frontier.png", "per-client-auroc.png", "epsilon-vs-accuracy.png", "bytes-per-round.png")
+FIGURE_NAMES = ("frontier.png", "per-client-auroc.png", "epsilon-vs-accuracy.png", "bytes-per-round.png",
+                "auroc-per-round.png", "auroc-vs-bytes-up.png")
 
 # manifest.json essentials: (label, candidate keys in order of preference)
 _MANIFEST_FIELDS = (
@@ -376,6 +377,18 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
            "bytes per round from the ledger",
            "serialised bytes per round summed over clients, one panel per direction; lines are nudged sideways per scheme so equal ones stay visible.",
            "No ledger.csv with rounds in this run.")
+    curves = curve_means(run.rounds)
+    blocks.append(Heading("Personal macro-AUROC per round", 3))
+    figure("auroc-per-round.png", lambda: plots.curves_round_png(curves), "personal macro-AUROC per round",
+           "every device's model after every round (rounds.csv), scored on its test records like the final results: "
+           "the mean over clients (and seeds) per scheme. On-device schemes and central are drawn per epoch; round 0 "
+           "is the pretrained model; dotted line: chance (0.5).",
+           "No rounds.csv in this run (report.curves = false, or a run made before per-round curves).")
+    blocks.append(Heading("Personal macro-AUROC vs bytes sent", 3))
+    figure("auroc-vs-bytes-up.png", lambda: plots.curves_bytes_png(curves), "personal macro-AUROC vs cumulative bytes up",
+           "the same curves against the bytes each client had sent up by then (symlog, mean over clients): what "
+           "accuracy each byte on the wire buys. The final delivery's bytes count at the last round.",
+           "No rounds.csv in this run.")
 
     blocks.append(Heading("Example reconstructions"))
     if run.reconstruction_plots:

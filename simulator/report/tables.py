@@ -315,6 +315,19 @@ def ledger_per_round(ledger: pd.DataFrame | None) -> pd.DataFrame:
     return _sort_schemes(out, "round")[cols]
 
 
+def curve_means(rounds: pd.DataFrame | None) -> pd.DataFrame:
+    """scheme, round, personal_macro_auroc, bytes_up: each the mean over clients (NaN left out), then over seeds."""
+    cols = ["scheme", "round", "personal_macro_auroc", "bytes_up"]
+    if rounds is None or rounds.empty:
+        return pd.DataFrame(columns=cols)
+    wanted = rounds[rounds["metric"].isin(cols[2:])]
+    per_seed = wanted.groupby(["seed", "scheme", "round", "metric"], sort=True)["value"].mean().reset_index()
+    out = (per_seed.groupby(["scheme", "round", "metric"], sort=True)["value"].mean()
+           .unstack("metric").reindex(columns=cols[2:]).reset_index())
+    out.columns.name = None
+    return _sort_schemes(out, "round")[cols]
+
+
 def ledger_totals(ledger: pd.DataFrame | None) -> pd.DataFrame:
     """scheme, direction, messages, bytes over the whole run (mean over seeds if a seed column exists)."""
     cols = ["scheme", "direction", "messages", "bytes"]
