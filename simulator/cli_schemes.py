@@ -111,13 +111,20 @@ def run_scheme_command(
     console.print(f"cohort: {len(study.clients)} clients, source {len(study.source_train)} train / {len(study.source_test)} test records; "
                   f"pretrained model {'from cache' if study.pretrain_cached else 'trained'}: {study.pretrained_path}")
     with console.status(f"running {name} on the {cfg.federation.engine if engine is None else engine} engine..."):
-        run = run_scheme(study, name, run_dir / "work" / name, params=params)
+        run = run_scheme(study, name, run_dir / "work" / name, params=params, curves=cfg.report.curves)
     run.save(run_dir, study)
     long = to_long(run.table, cfg.seed)
     atomic_write(run_dir / "results.csv", long.to_csv(index=False, float_format="%.10g"))
+    rounds = ""
+    if run.curves is not None:
+        from simulator.curves import curves_long
+        from simulator.layout import ROUNDS_FILE
+
+        atomic_write(run_dir / ROUNDS_FILE, curves_long(run.curves, cfg.seed).to_csv(index=False, float_format="%.10g"))
+        rounds = f"{ROUNDS_FILE}, "
     out_console.print(client_rich_table(f"{name} ({run.wall_s:.1f} s, engine {run.federation.engine})", run.table))
     failed = run.table[run.table["error"].fillna("").astype(str) != ""]
     if len(failed):
         console.print(f"[bold red]⚠[/bold red] {len(failed)} of {len(run.table)} clients failed "
                       f"({', '.join(failed['client'])}): see the error column above and failures.csv")
-    console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, failures.csv, ledger/)")
+    console.print(f"run folder: {run_dir} (scheme.json, clients.csv, results.csv, {rounds}failures.csv, ledger/)")
