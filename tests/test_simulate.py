@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -143,6 +144,76 @@ def test_bytes_equal_the_ledger_and_on_device_uplinks_are_empty(two_runs):
     for scheme in ("mu-ft", "local-ft"):
         up = ledger[(ledger["scheme"] == scheme) & (ledger["direction"] == "up")]
         assert (up["n_params"] == 0).all() and (up["content_bytes"] == 0).all()
+
+
+def _curves(run):
+    rounds = pd.read_csv(run / "rounds.csv")
+    last = rounds[rounds["round"] == rounds.groupby("scheme")["round"].transform("max")]
+    return rounds, last
+
+
+def test_rounds_csv_has_every_round_and_client_of_every_scheme(two_runs):
+    run = two_runs[0]
+    rounds, _ = _curves(run)
+    assert list(rounds.columns) == ["seed", "scheme", "round", "client", "metric", "value"]
+    clients = set(pd.read_csv(run / "results.csv")["client"])
+    expect = {"personal_macro_auroc", "personal_macro_f1", "source_macro_auroc", "bytes_up", "bytes_down"}
+    for scheme, rows in rounds.groupby("scheme"):
+        # TINY: 2 federated rounds; mu-ft, local-ft and central per epoch (finetune.epochs = 1); round 0 = pretrained
+        last = 1 if scheme in ("mu-ft", "local-ft", "central") else 2
+        metrics = expect | ({"epsilon"} if scheme == "dp-fedavg" else set())
+        grid = rows.groupby(["round", "client"])["metric"].apply(set)
+        assert set(grid.index) == {(r, c) for r in range(last + 1) for c in clients}, scheme
+        assert all(m == metrics for m in grid), scheme
+        # every scheme starts from the same pretrained model
+        start = rows[(rows["round"] == 0) & (rows["metric"] == "source_macro_auroc")]["value"]
+        assert start.nunique() == 1, scheme
+    assert set(rounds["scheme"]) == set(pd.read_csv(run / "results.csv")["scheme"])
+
+
+def test_the_last_round_is_the_final_result_and_bytes_add_up_to_the_ledger(two_runs):
+    run = two_runs[0]
+    rounds, last = _curves(run)
+    results = pd.read_csv(run / "results.csv").set_index(["scheme", "client", "metric"])["value"]
+    for metric in ("personal_macro_auroc", "personal_macro_f1", "source_macro_auroc", "epsilon", "bytes_up", "bytes_down"):
+        curve = last[last["metric"] == metric].set_index(["scheme", "client"])["value"]
+        assert len(curve), metric
+        final = results.xs(metric, level="metric").reindex(curve.index)
+        assert curve.equals(final), metric  # the same model scored the same way, NaN where AUROC is undefined
+    ledger = pd.read_csv(run / "ledger.csv")
+    for (scheme, direction), rows in ledger.groupby(["scheme", "direction"]):
+        if direction in ("up", "down"):
+            sent = last[(last["scheme"] == scheme) & (last["metric"] == f"bytes_{direction}")]["value"].sum()
+            assert sent == rows["bytes"].sum(), (scheme, direction)
+    for _, rows in rounds[rounds["metric"].isin(["bytes_up", "bytes_down", "epsilon"])].groupby(["scheme", "client", "metric"]):
+        assert rows.sort_values("round")["value"].is_monotonic_increasing  # cumulative
+
+
+def test_rounds_csv_is_byte_identical_after_a_resume(two_runs):
+    run_a, run_b, _ = two_runs
+    assert (run_a / "rounds.csv").read_bytes() == (run_b / "rounds.csv").read_bytes()
+
+
+def test_scoring_the_curves_leaves_training_alone(two_runs, tmp_path):
+    """The same cells with report.curves = false give the same results.csv rows: the round probes and their
+    scoring draw no random numbers from the training streams."""
+    from simulator.config import load_config
+    from simulator.simulate import simulate
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY + "[report]\ncurves = false\n")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MUPRIV_CACHE_DIR", str(two_runs[0].parent.parent / "cache"))
+    schemes = ("local-ft", "dp-fedavg", "fedrep")
+    try:
+        off = simulate(replace(load_config(cfg), schemes=replace(load_config(cfg).schemes, run=schemes)),
+                       runs_root=tmp_path / "off", name="off", attack=False).run_dir
+    finally:
+        mp.undo()
+    assert not (off / "rounds.csv").exists()
+    on = pd.read_csv(two_runs[0] / "results.csv", dtype=str)
+    on = on[on["scheme"].isin(schemes)].reset_index(drop=True)
+    assert on.equals(pd.read_csv(off / "results.csv", dtype=str))
 
 
 def test_same_config_and_seed_give_byte_identical_results_even_after_a_resume(two_runs):
