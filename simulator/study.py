@@ -54,8 +54,11 @@ def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
     if not path:
         spec = SyntheticCohortSpec(n_source=cfg.data.synthetic_records, source_patients=max(1, cfg.data.synthetic_records // 4),
                                    n_clients=c.clients, records_per_client=c.records_per_client, test_fraction=c.test_fraction,
-                                   test_records=c.test_records, shift=c.shift, source=Population(), preprocess=preprocess_config(cfg.data))
+                                   test_records=c.test_records, test_min_positives=c.test_min_positives, shift=c.shift, source=Population(), preprocess=preprocess_config(cfg.data))
         return synthetic_cohort(spec, seed=cfg.seed)
+    if c.test_min_positives:
+        raise MuprivError(f"cohort.test_min_positives = {c.test_min_positives} applies to synthetic cohorts (it redraws a "
+                          f"simulated patient's test records); real data ({path}) has the records it has: set it to 0")
     records = load_configured_records(cfg.data, cfg.seed, path)
     return split_cohort(records, c.clients, by=c.split, source_fraction=c.source_fraction, test_fraction=c.test_fraction,
                         alpha=c.dirichlet_alpha, seed=cfg.seed)
