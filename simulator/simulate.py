@@ -161,6 +161,9 @@ def _fill(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationResult:
         seed_cfg = replace(cfg, seed=seed)
         say(f"seed {seed}: building the cohort and pretraining (cached after the first run)")
         study = build_study(seed_cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
+        for phase in study.unchanged_phases():
+            say(f"seed {seed}: pretraining's {phase} phase kept epoch 0 (no epoch beat the model it started from "
+                f"on validation): it changed nothing")
         truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
         _atomic_text(work / "work" / f"study-seed-{seed}.json", json.dumps(_study_facts(study), indent=2))
         for scheme in pending:
@@ -328,7 +331,8 @@ def _study_facts(study: Study) -> dict:
         "source_train": len(study.source_train), "source_test": len(study.source_test),
         "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
         "fingerprint": _fingerprint(study),
-        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name},
+        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name,
+                       "phases": study.pretrain_log},  # best_epoch 0: that phase changed nothing
     }
 
 

@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 
 from simulator.config import RunConfig
-from simulator.core.checkpoint import load_model, save_checkpoint
+from simulator.core.checkpoint import load_model, read_checkpoint, save_checkpoint
 from simulator.core.model import TDSSM
-from simulator.core.phases import EpochLog, evaluate, train_plan
+from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.data.cache import default_cache_dir
 from simulator.data.cohort import Cohort, SyntheticCohortSpec, split_cohort, synthetic_cohort
@@ -45,6 +45,11 @@ class Study:
     def pretrained(self) -> TDSSM:
         model, _ = load_model(self.pretrained_path, self.config.model)
         return model.eval()
+
+    def unchanged_phases(self) -> list[str]:
+        """The pretraining phases that kept epoch 0: none of their epochs beat, on validation, the model they
+        started from, so the model after the phase is bitwise the model before it."""
+        return [p["phase"] for p in self.pretrain_log if p.get("best_epoch") == 0]
 
 
 def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
@@ -119,16 +124,25 @@ def build_study(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
     cached = ckpt.is_file()
-    log: list[dict] = []
-    if not cached:
+    if cached:  # what each phase did was saved with the model
+        log = list(read_checkpoint(ckpt).get("extra", {}).get("phases", []))
+    else:
         with _seeded(cfg.seed):
             model = TDSSM(cfg.model)
         results = train_plan(model, cfg.train.plan(), {"source": source_train}, {"source": source_test}, seed=cfg.seed, on_epoch=on_epoch)
-        log = [{"phase": r.phase.name, "best_epoch": r.best_epoch, "best_val_macro_auroc": r.best_val_macro_auroc} for r in results]
+        log = [phase_log(r) for r in results]
         m = evaluate(model, source_test)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
     return Study(cfg, clients, source_train, source_test, ckpt, cached, log)
+
+
+def phase_log(result: PhaseResult) -> dict:
+    """One pretraining phase as the run records it. best_epoch 0: no epoch beat the model the phase started
+    from (start_val_macro_auroc), so the phase changed nothing; the per-epoch scores show by how much."""
+    return {"phase": result.phase.name, "epochs": result.phase.epochs, "best_epoch": result.best_epoch,
+            "best_val_macro_auroc": result.best_val_macro_auroc, "start_val_macro_auroc": result.start_val_macro_auroc,
+            "val_macro_auroc": [h.val_macro_auroc for h in result.history]}
 
 
 class _seeded:
