@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from attacks.budget import ATTACKS, PRESETS
+from simulator.core.labels import CLASSES
 from simulator.core.model import ModelConfig
 from simulator.core.phases import POSITIONS, Phase, mu_finetuning, pretraining_plan
 from simulator.config_checks import check_values
@@ -85,6 +86,7 @@ class CohortConfig:
     records_per_client: int = field(default=60, metadata={"range": "[1, inf)", "help": "synthetic: records each simulated patient holds"})
     test_fraction: float = field(default=0.3, metadata={"range": "(0, 1)", "help": "share of each client's records held out as its personal test set"})
     test_records: int = field(default=0, metadata={"range": "[0, inf)", "help": "synthetic: > 0 = each patient's personal test set is this many extra records (measurement only; all records_per_client then train, test_fraction is not used)"})
+    test_min_positives: int = field(default=0, metadata={"range": "[0, inf)", "help": "synthetic, with test_records: > 0 = every patient's test set holds at least this many positives of each of the 6 classes (test records redrawn class-conditionally from the same patient and device; the training records are unchanged); at most test_records / 6. 0 = the patient's own i.i.d. mix"})
     shift: float = field(default=0.5, metadata={"range": "[0, 1]", "help": "synthetic: 0 = clients like the source population ... 1 = strongly shifted device (noise, rate, each patient's electrode placement), age and class mix"})
     split: str = field(default="patient", metadata={"help": 'real data: clients by "patient", by "source" (one hospital database each) or "dirichlet" (label skew)'})
     source_fraction: float = field(default=0.5, metadata={"range": "(0, 1)", "help": 'real data: share of the records (whole patients) the server keeps (not used by split = "source")'})
@@ -224,6 +226,7 @@ class RunConfig:
                               f"or set budget = \"as-configured\" to choose them (the report then says the budgets differ)")
         if self.federation.budget == "as-configured" and self.federation.rounds < 1:
             raise MuprivError("federation.rounds must be >= 1 with federation.budget = \"as-configured\"")
+        _check_test_min_positives(self.cohort)
         if self.cohort.split not in ("patient", "source", "dirichlet"):
             raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
         if self.attacks.budget not in PRESETS:
@@ -271,6 +274,21 @@ class RunConfig:
         table = self.to_dict()
         table["schemes"] = {"run": list(self.schemes.run), **{n: dict(items) for n, items in self.schemes.options}}
         return table
+
+
+def _check_test_min_positives(c: CohortConfig) -> None:
+    """cohort.test_min_positives redraws a synthetic patient's extra test records, so it needs test_records, and
+    k positives of every class must fit in them."""
+    k = c.test_min_positives
+    if k < 0:
+        raise MuprivError(f"cohort.test_min_positives must be >= 0, got {k}")
+    if k and c.test_records < 1:
+        raise MuprivError(f"cohort.test_min_positives = {k} needs cohort.test_records > 0: it redraws a synthetic "
+                          f"patient's extra test records (set test_records, e.g. 100)")
+    if len(CLASSES) * k > c.test_records:
+        raise MuprivError(f"cohort.test_min_positives = {k} needs cohort.test_records >= {len(CLASSES) * k} "
+                          f"({len(CLASSES)} classes x {k}), "
+                          f"got {c.test_records}: lower test_min_positives or raise test_records")
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:

@@ -222,6 +222,9 @@ def _fill_seed(work: Path, cfg: RunConfig, seed: int, pending: list[str], plan: 
         say(f"seed {seed}: building the cohort and pretraining (cached after the first run)")
         study = build_study(cfg, work / "work" / f"seed-{seed}", data_path=plan.data_path)
         _link_or_copy(study.pretrained_path, own)
+    for phase in study.unchanged_phases():
+        say(f"seed {seed}: pretraining's {phase} phase kept epoch 0 (no epoch beat the model it started from "
+            f"on validation): it changed nothing")
     truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
     if not facts.is_file():  # written when the seed first ran: it names the model the cache gave then
         _atomic_text(facts, json.dumps(_study_facts(study, own.relative_to(work)), indent=2))
@@ -417,7 +420,8 @@ def _study_facts(study: Study, own: Path) -> dict:
         "source_train": len(study.source_train), "source_test": len(study.source_test),
         "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
         "fingerprint": _fingerprint(study),
-        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name, "run_copy": str(own)},
+        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name, "run_copy": str(own),
+                       "phases": study.pretrain_log},  # best_epoch 0: that phase changed nothing
     }
 
 

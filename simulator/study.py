@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 
 from simulator.config import RunConfig, parse_fail
-from simulator.core.checkpoint import load_model, save_checkpoint
+from simulator.core.checkpoint import load_model, read_checkpoint, save_checkpoint
 from simulator.core.model import TDSSM
-from simulator.core.phases import EpochLog, evaluate, train_plan
+from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.data.cache import default_cache_dir
 from simulator.data.cohort import Cohort, SyntheticCohortSpec, split_cohort, synthetic_cohort
@@ -47,6 +47,11 @@ class Study:
         model, _ = load_model(self.pretrained_path, self.config.model)
         return model.eval()
 
+    def unchanged_phases(self) -> list[str]:
+        """The pretraining phases that kept epoch 0: none of their epochs beat, on validation, the model they
+        started from, so the model after the phase is bitwise the model before it."""
+        return [p["phase"] for p in self.pretrain_log if p.get("best_epoch") == 0]
+
 
 def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
     """Synthetic study when no data path is configured, else a split of the real records."""
@@ -55,8 +60,11 @@ def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
     if not path:
         spec = SyntheticCohortSpec(n_source=cfg.data.synthetic_records, source_patients=max(1, cfg.data.synthetic_records // 4),
                                    n_clients=c.clients, records_per_client=c.records_per_client, test_fraction=c.test_fraction,
-                                   test_records=c.test_records, shift=c.shift, source=Population(), preprocess=preprocess_config(cfg.data))
+                                   test_records=c.test_records, test_min_positives=c.test_min_positives, shift=c.shift, source=Population(), preprocess=preprocess_config(cfg.data))
         return synthetic_cohort(spec, seed=cfg.seed)
+    if c.test_min_positives:
+        raise MuprivError(f"cohort.test_min_positives = {c.test_min_positives} applies to synthetic cohorts (it redraws a "
+                          f"simulated patient's test records); real data ({path}) has the records it has: set it to 0")
     records = load_configured_records(cfg.data, cfg.seed, path)
     return split_cohort(records, c.clients, by=c.split, source_fraction=c.source_fraction, test_fraction=c.test_fraction,
                         alpha=c.dirichlet_alpha, seed=cfg.seed)
@@ -120,16 +128,18 @@ def build_study(
 
     if pretrained is not None:
         load_model(Path(pretrained), cfg.model)  # another architecture is an error here, before any scheme runs
-        return Study(cfg, clients, source_train, source_test, Path(pretrained), True, [])
+        log = list(read_checkpoint(Path(pretrained)).get("extra", {}).get("phases", []))
+        return Study(cfg, clients, source_train, source_test, Path(pretrained), True, log)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
     cached = ckpt.is_file()
-    log: list[dict] = []
-    if not cached:
+    if cached:  # what each phase did was saved with the model
+        log = list(read_checkpoint(ckpt).get("extra", {}).get("phases", []))
+    else:
         with _seeded(cfg.seed):
             model = TDSSM(cfg.model)
         results = train_plan(model, cfg.train.plan(), {"source": source_train}, {"source": source_test}, seed=cfg.seed, on_epoch=on_epoch)
-        log = [{"phase": r.phase.name, "best_epoch": r.best_epoch, "best_val_macro_auroc": r.best_val_macro_auroc} for r in results]
+        log = [phase_log(r) for r in results]
         m = evaluate(model, source_test)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
@@ -143,6 +153,14 @@ def _check_fail_clients(cfg: RunConfig, ids: list[str]) -> None:
             close = difflib.get_close_matches(client, ids, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"this cohort's clients are {', '.join(ids)}"
             raise MuprivError(f"federation.fail names client {client!r}, which this cohort does not have: {hint}")
+
+
+def phase_log(result: PhaseResult) -> dict:
+    """One pretraining phase as the run records it. best_epoch 0: no epoch beat the model the phase started
+    from (start_val_macro_auroc), so the phase changed nothing; the per-epoch scores show by how much."""
+    return {"phase": result.phase.name, "epochs": result.phase.epochs, "best_epoch": result.best_epoch,
+            "best_val_macro_auroc": result.best_val_macro_auroc, "start_val_macro_auroc": result.start_val_macro_auroc,
+            "val_macro_auroc": [h.val_macro_auroc for h in result.history]}
 
 
 class _seeded:

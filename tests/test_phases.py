@@ -96,6 +96,7 @@ def test_a_phase_that_only_hurts_leaves_the_model_as_it_came():
     wrong = ECGTensors(data.x, 1.0 - data.y, data.known)
     result = train_phase(model, mu_training(3, self_distill=False, lr=0.1, batch_size=16), wrong, data, seed=1)
     assert result.best_epoch == 0 and result.best_val_macro_auroc == pytest.approx(start)
+    assert result.start_val_macro_auroc == pytest.approx(start)
     assert max(log.val_macro_auroc for log in result.history) < start  # the phase did train, and only got worse
     assert not _changed_parts(before, model)
 

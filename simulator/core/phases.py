@@ -99,6 +99,7 @@ class PhaseResult:
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int | None = None  # 1-based; 0 = no epoch beat the starting model; None when the phase ran no epochs
     best_val_macro_auroc: float | None = None
+    start_val_macro_auroc: float | None = None  # the model the phase started from, on the same validation records
     steps: int = 0
 
 
@@ -214,7 +215,7 @@ def train_phase(
     lookahead = _LookAhead(model, phase) if phase.self_distill else None
     best_state, best_score = None, -math.inf
     if val is not None:
-        start = evaluate(model, val).macro_auroc
+        start = result.start_val_macro_auroc = evaluate(model, val).macro_auroc
         if not math.isnan(start):
             best_score, best_state, result.best_epoch = start, _trainable_state(trainable), 0
 

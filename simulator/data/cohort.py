@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.core.labels import CLASSES
+from simulator.data.positives import top_up
 from simulator.data.preprocess import PreprocessConfig, preprocess_records
 from simulator.data.records import ECGRecords
 from simulator.data.synthetic import (WEIGHT_NAMES, Population, sample_labels, sample_traits,
@@ -193,6 +194,8 @@ class SyntheticCohortSpec:
     test_fraction: float = 0.3
     test_records: int = 0                  # > 0: each patient's personal test set is this many more records (evaluation
                                            # only; all records_per_client then train), instead of test_fraction of them
+    test_min_positives: int = 0            # > 0 (needs test_records): redraw test records until each class has this
+                                           # many positives in every patient's test set (simulator.data.positives)
     shift: float = 0.5                     # 0 = clients like the source population ... 1 = strongly shifted
     source: Population = field(default_factory=Population)
     client_fs: float | None = None         # wearable rate; None = 500 Hz when shift > 0, else the source's rate
@@ -205,6 +208,11 @@ class SyntheticCohortSpec:
             raise MuprivError("cohort: need n_source >= 1, n_clients >= 0 and records_per_client >= 2")
         if self.test_records < 0:
             raise MuprivError(f"cohort: test_records must be >= 0, got {self.test_records}")
+        if self.test_min_positives < 0:
+            raise MuprivError(f"cohort: test_min_positives must be >= 0, got {self.test_min_positives}")
+        if self.test_min_positives and len(CLASSES) * self.test_min_positives > self.test_records:
+            raise MuprivError(f"cohort: test_min_positives = {self.test_min_positives} needs test_records >= "
+                              f"{len(CLASSES) * self.test_min_positives} ({len(CLASSES)} classes), got {self.test_records}")
 
 
 PLACEMENT_DEG = 30.0      # at shift 1: SD of the per-patient rotation of the electrode frame about each axis
@@ -244,8 +252,29 @@ def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), see
         recs = synthesize_records(traits, np.zeros(n, np.int64), labels, pop.device, rng,
                                   source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(n)],
                                   patient_ids=[f"C{k:03d}"])
+        if spec.test_min_positives:
+            recs = _with_test_positives(recs, spec, traits, w, pop, client_rng(seed, k, purpose=3))
         clients.append((f"client-{k:03d}", recs))
     return source, clients
+
+
+def _with_test_positives(recs: ECGRecords, spec: SyntheticCohortSpec, traits: pd.DataFrame, weights: np.ndarray,
+                         pop: Population, rng: np.random.Generator) -> ECGRecords:
+    """The patient's records with some test records (the last spec.test_records) redrawn class-conditionally, same
+    patient and device, so that each class has spec.test_min_positives positives in the test set. The redraws come
+    from a stream of their own: the training records stay bitwise those of test_min_positives = 0."""
+    first = spec.records_per_client
+    new = top_up(recs.labels[first:], spec.test_min_positives, weights, pop.combo_prob, rng)
+    if not new:
+        return recs
+    rows = sorted(new)
+    ids = recs.record_ids
+    extra = synthesize_records(traits, np.zeros(len(rows), np.int64), np.stack([new[r] for r in rows]), pop.device, rng,
+                               source=pop.name, record_ids=[ids[first + r] for r in rows],
+                               patient_ids=list(recs.meta["patient_id"].iloc[:1]))
+    order = np.arange(len(recs))
+    order[[first + r for r in rows]] = len(recs) + np.arange(len(rows))
+    return ECGRecords.concat([recs, extra]).subset(order)
 
 
 def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> Cohort:

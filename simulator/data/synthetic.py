@@ -173,6 +173,20 @@ def sample_labels(weights: np.ndarray, combo_prob: float, rng: np.random.Generat
     n = weights.shape[0]
     cum = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
     main = (rng.random((n, 1)) > cum).sum(axis=1).clip(0, len(WEIGHT_NAMES) - 1)
+    return _with_second_class(main, weights, combo_prob, rng)
+
+
+def sample_labels_given(main_class: np.ndarray, weights: np.ndarray, combo_prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Labels whose main finding is given (indices into CLASSES), the second class drawn as sample_labels draws it:
+    class-conditional records, so that a test set can hold enough positives of a rare class."""
+    main = np.asarray(main_class, np.int64) + 1
+    return _with_second_class(main, np.broadcast_to(weights, (len(main), len(WEIGHT_NAMES))), combo_prob, rng)
+
+
+def _with_second_class(main: np.ndarray, weights: np.ndarray, combo_prob: float, rng: np.random.Generator) -> np.ndarray:
+    """main (n,) over WEIGHT_NAMES (0 = none) -> multi-hot (n, 6), adding with combo_prob one compatible class
+    drawn by the weights."""
+    n = len(main)
     y = np.zeros((n, len(CLASSES)), np.float32)
     has = main > 0
     y[np.flatnonzero(has), main[has] - 1] = 1.0

@@ -166,6 +166,34 @@ def _budget_note(run: RunData) -> Para | None:
                 "matched): compare the schemes' local steps and training FLOPs before comparing their accuracy.")
 
 
+_PHASE_MODELS = {"full": ("Full training", "full-training model"), "mu-train": ("µ-Training", "µ-Training model")}
+
+
+def _pretraining_note(run: RunData) -> Para | None:
+    """Pretraining phases that kept epoch 0 (manifest.json, studies.<seed>.pretrained.phases): they changed nothing,
+    so the pretrained model is not what the phases' names promise."""
+    def named(phase: str) -> tuple[str, str]:
+        return _PHASE_MODELS.get(phase, (phase, f"{phase} model"))
+
+    studies = {str(s): f for s, f in (run.manifest.get("studies") or {}).items() if isinstance(f, dict)}
+    kept: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+    for seed in sorted(studies, key=lambda s: (len(s), s)):
+        phases = [p for p in (studies[seed].get("pretrained") or {}).get("phases") or [] if isinstance(p, dict)]
+        plan = tuple(str(p.get("phase")) for p in phases)
+        for i, phase in enumerate(phases):
+            if phase.get("best_epoch") == 0:
+                kept.setdefault((i, plan), []).append(seed)
+    sentences = []
+    for (i, plan), seeds in sorted(kept.items()):
+        before = named(plan[i - 1])[1] if i else "initial model"
+        after = (f"the pretrained model is the {before}" if i == len(plan) - 1
+                 else f"{named(plan[i + 1])[0]} started from the {before}")
+        where = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(seeds)}"
+        sentences.append(f"{named(plan[i])[0]} kept epoch 0 at {where} (of {len(studies)}): {after}. None of its "
+                         f"epochs beat the model it started from on the server's validation records, so it changed nothing.")
+    return Para(" ".join(sentences)) if sentences else None
+
+
 def _dp_noise_note(run: RunData) -> Para | None:
     """Whether dp-fedavg's device noise was secret or seeded from the run seed, as its cells' scheme.json say."""
     sources = set()
@@ -324,6 +352,7 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
     blocks.append(Table(["field", "value"], [("run folder", run.name), ("schemes in results", ", ".join(schemes)),
                                               ("clients", str(len(clients))), ("seeds in results", ", ".join(map(str, seeds))),
                                               *manifest_essentials(run.manifest)]))
+    add(_pretraining_note(run))
 
     failures = scheme_failures(run)
     blocks += failure_blocks(run, failures)
