@@ -159,6 +159,20 @@ def test_paper_config_matches_the_paper():
     assert cfg.train.self_distill and cfg.finetune.epochs == 50
 
 
+def test_study_config_is_the_fair_study():
+    """configs/study.toml: enough patients, seeds and test positives to decide, matched budgets, attacks on."""
+    path = ROOT / "configs" / "study.toml"
+    r = _run("check", str(path))
+    assert r.exit_code == 0 and r.output == f"ok: {path} (hash {load_config(path).hash()})\n"
+    cfg, quick = load_config(path), load_config(ROOT / "configs" / "quickstart.toml")
+    assert cfg.cohort.clients >= 16 and cfg.seeds >= 5 and cfg.federation.budget == "matched"
+    assert cfg.cohort.test_records >= 100 and cfg.cohort.test_min_positives >= 5
+    assert cfg.attacks.enabled and cfg.attacks.budget == "quick"
+    for section in ("model", "data", "train", "finetune", "schemes"):
+        assert getattr(cfg, section) == getattr(quick, section), section
+    assert dataclasses.replace(cfg.cohort, clients=quick.cohort.clients, test_min_positives=0) == quick.cohort
+
+
 def test_docs_config_md_is_current():
     """docs/config.md embeds `mupriv config explain --markdown` between markers; regenerate it when a key changes."""
     text = (ROOT / "docs" / "config.md").read_text()
