@@ -32,7 +32,8 @@ class DataConfig:
     length: int = field(default=DEFAULT_INPUT.length, metadata={"range": "[1, inf)", "help": "samples per record fed to the model (centred crop / zero pad)"})
     scale: str = field(default=DEFAULT_INPUT.scale, metadata={"help": 'min-max per "record" (the paper), per "lead", or "none" (keep mV)'})
     skip_bad: bool = field(default=False, metadata={"help": "leave unreadable records out (counted in the summary) instead of stopping"})
-    val_fraction: float = field(default=0.2, metadata={"range": "(0, 1)", "help": "share of the server's records held out to pick the best epoch and report metrics"})
+    val_fraction: float = field(default=0.2, metadata={"range": "(0, 1)", "help": "share of the server's records (after source_holdout) held out to pick pretraining's best epochs; without a holdout they also measure forgetting"})
+    source_holdout: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "share of the server's records set aside before pretraining and never trained or selected on: forgetting and the source score are measured on them. 0 = measured on the validation records pretraining picked its epochs on (a little optimistic for the pretrained model)"})
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def round_curves(study: Study, scheme: Scheme, probes: RoundProbes, ledger: pd.D
                 personal = evaluate(model, c.test)
                 key = _digest(state)
                 if key not in source_scores:
-                    source_scores[key] = evaluate(model, study.source_test)
+                    source_scores[key] = evaluate(model, study.source_eval)
                 values = {"personal_macro_auroc": personal.macro_auroc, "personal_macro_f1": personal.macro_f1,
                           "source_macro_auroc": source_scores[key].macro_auroc}
                 upto = sent & (message_rounds <= rnd)

@@ -47,11 +47,12 @@ def split_train_val(records: ECGRecords, val_fraction: float, seed: int) -> tupl
     return split
 
 
-def split_tensors(data: ECGTensors, val_fraction: float, seed: int) -> tuple[ECGTensors, ECGTensors] | None:
-    """(rest, held out): a seeded random split by record, or None when one side would be empty."""
+def split_tensors(data: ECGTensors, val_fraction: float, seed: int, stream: int = 0xDA7A) -> tuple[ECGTensors, ECGTensors] | None:
+    """(rest, held out): a seeded random split by record, or None when one side would be empty. ``stream``
+    separates splits drawn with the same seed (the server's holdout, then its validation records)."""
     n = len(data)
     n_val = int(round(n * val_fraction))
     if n < 2 or n_val < 1 or n_val >= n:
         return None
-    order = np.random.default_rng([seed, 0xDA7A]).permutation(n)
+    order = np.random.default_rng([seed, stream]).permutation(n)
     return data.subset(order[n_val:]), data.subset(order[:n_val])

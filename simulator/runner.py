@@ -229,7 +229,7 @@ class _DataPaths:
 def client_table(study: Study, scheme: Scheme, params: Any, result: FederationResult, probe_dir: Path) -> pd.DataFrame:
     """One row per client: personal and source metrics of its final model, forgetting, bytes, cost, epsilon."""
     pretrained = study.pretrained()
-    source_before = evaluate(pretrained, study.source_test)
+    source_before = evaluate(pretrained, study.source_eval)
     frame = result.ledger.to_frame()
     cost = _device_cost(study, scheme)
     errors = result.errors()
@@ -244,7 +244,7 @@ def client_table(study: Study, scheme: Scheme, params: Any, result: FederationRe
         else:
             model = probe_model(study.config.model, probe["state"])
             row.update(_prefixed("personal", evaluate(model, c.test)))
-            after_source = evaluate(model, study.source_test)
+            after_source = evaluate(model, study.source_eval)
             row.update(_prefixed("source", after_source))
             row["forgetting_macro_auroc"] = source_before.macro_auroc - after_source.macro_auroc
             row["forgetting_macro_f1"] = source_before.macro_f1 - after_source.macro_f1

@@ -418,6 +418,8 @@ def _study_facts(study: Study, own: Path) -> dict:
     return {
         "clients": [c.id for c in study.clients],
         "source_train": len(study.source_train), "source_test": len(study.source_test),
+        "source_holdout": len(study.source_holdout) if study.source_holdout is not None else 0,
+        "source_scored_on": study.source_eval_name,  # what forgetting and the source score were measured on
         "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
         "fingerprint": _fingerprint(study),
         "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name, "run_copy": str(own),
@@ -427,7 +429,8 @@ def _study_facts(study: Study, own: Path) -> dict:
 
 def _fingerprint(study: Study) -> str:
     h = hashlib.sha256()
-    for t in [study.source_train, study.source_test, *(d for c in study.clients for d in (c.train, c.test))]:
+    extra = [study.source_holdout] if study.source_holdout is not None else []  # earlier runs' fingerprints stay as they were
+    for t in [study.source_train, study.source_test, *(d for c in study.clients for d in (c.train, c.test)), *extra]:
         h.update(t.x.numpy().tobytes())
         h.update(t.y.numpy().tobytes())
     return h.hexdigest()[:16]

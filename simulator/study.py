@@ -19,8 +19,9 @@ from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.data.cache import default_cache_dir
 from simulator.data.cohort import Cohort, SyntheticCohortSpec, split_cohort, synthetic_cohort
+from simulator.data.records import ECGRecords
 from simulator.data.synthetic import Population
-from simulator.datasets import load_configured_records, preprocess_config, split_train_val
+from simulator.datasets import load_configured_records, preprocess_config, split_tensors, split_train_val
 from simulator.errors import MuprivError
 
 
@@ -38,10 +39,22 @@ class Study:
     config: RunConfig
     clients: list[StudyClient]
     source_train: ECGTensors
-    source_test: ECGTensors  # the server's held-out source records: pretraining's validation, forgetting's yardstick
+    source_test: ECGTensors  # the server's validation records: pretraining picks its best epochs on them
     pretrained_path: Path
     pretrain_cached: bool = False
     pretrain_log: list[dict] = field(default_factory=list)
+    source_holdout: ECGTensors | None = None  # data.source_holdout > 0: records no phase trained or selected on
+
+    @property
+    def source_eval(self) -> ECGTensors:
+        """The records that measure the source task after fine-tuning (forgetting): the holdout when there is
+        one, else the validation records (then the pretrained model's score on them is its best epoch's, a
+        little optimistic, by the same amount for every scheme of the seed)."""
+        return self.source_holdout if self.source_holdout is not None else self.source_test
+
+    @property
+    def source_eval_name(self) -> str:
+        return "holdout" if self.source_holdout is not None else "validation"
 
     def pretrained(self) -> TDSSM:
         model, _ = load_model(self.pretrained_path, self.config.model)
@@ -113,7 +126,7 @@ def build_study(
     cohort = build_cohort(cfg, data_path)
     if len(cohort.source) < 4:
         raise MuprivError(f"the server's source set has {len(cohort.source)} records: pretraining needs more; raise data.synthetic_records or cohort.source_fraction")
-    source_train, source_test = split_train_val(cohort.source, cfg.data.val_fraction, cfg.seed)
+    source_train, source_test, holdout = split_source(cohort.source, cfg)
     _check_fail_clients(cfg, [c.id for c in cohort.clients])
     clients_dir = Path(work_dir) / "clients"
     clients_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +142,7 @@ def build_study(
     if pretrained is not None:
         load_model(Path(pretrained), cfg.model)  # another architecture is an error here, before any scheme runs
         log = list(read_checkpoint(Path(pretrained)).get("extra", {}).get("phases", []))
-        return Study(cfg, clients, source_train, source_test, Path(pretrained), True, log)
+        return Study(cfg, clients, source_train, source_test, Path(pretrained), True, log, holdout)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
     cached = ckpt.is_file()
@@ -143,7 +156,25 @@ def build_study(
         m = evaluate(model, source_test)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
-    return Study(cfg, clients, source_train, source_test, ckpt, cached, log)
+    return Study(cfg, clients, source_train, source_test, ckpt, cached, log, holdout)
+
+
+def split_source(source: ECGRecords, cfg: RunConfig) -> tuple[ECGTensors, ECGTensors, ECGTensors | None]:
+    """(train, validation, holdout) of the server's records. The holdout (data.source_holdout of them) is drawn
+    first and never reaches pretraining; validation is data.val_fraction of the rest. Without a holdout the
+    split is the one every earlier run used."""
+    if not cfg.data.source_holdout:
+        return (*split_train_val(source, cfg.data.val_fraction, cfg.seed), None)
+    split = split_tensors(source.tensors(), cfg.data.source_holdout, cfg.seed, stream=0x401D)
+    if split is None:
+        raise MuprivError(f"data: {len(source)} source records cannot give data.source_holdout = {cfg.data.source_holdout}; "
+                          "give more records (data.synthetic_records) or lower data.source_holdout")
+    rest, holdout = split
+    split = split_tensors(rest, cfg.data.val_fraction, cfg.seed)
+    if split is None:
+        raise MuprivError(f"data: the {len(rest)} source records left after data.source_holdout cannot be split with "
+                          f"data.val_fraction = {cfg.data.val_fraction}; give more records or lower either fraction")
+    return (*split, holdout)
 
 
 def _check_fail_clients(cfg: RunConfig, ids: list[str]) -> None:

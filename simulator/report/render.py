@@ -194,6 +194,16 @@ def _pretraining_note(run: RunData) -> Para | None:
     return Para(" ".join(sentences)) if sentences else None
 
 
+def _source_scored_on(run: RunData) -> str:
+    """Which of the server's records measured forgetting (manifest.json, studies.<seed>.source_scored_on)."""
+    studies = [f for f in (run.manifest.get("studies") or {}).values() if isinstance(f, dict)]
+    if studies and all(f.get("source_scored_on") == "holdout" for f in studies):
+        return "measured on the server's holdout records, which no phase trained or selected on"
+    return ("measured on the server's validation records, on which pretraining also picked its best epochs (the "
+            "pretrained model's score there is a little optimistic, by the same amount for every scheme of a seed; "
+            "data.source_holdout sets records aside that no phase sees)")
+
+
 def _dp_noise_note(run: RunData) -> Para | None:
     """Whether dp-fedavg's device noise was secret or seeded from the run seed, as its cells' scheme.json say."""
     sources = set()
@@ -361,7 +371,7 @@ def build_report(run: RunData) -> tuple[str, list[Block], dict[str, bytes]]:
     blocks.append(Para(f"Per scheme over {len(clients)} clients and {len(seeds)} seed(s): mean ± standard deviation "
                        "between clients; with two or more seeds, [the 95% Student-t interval of the per-seed client "
                        "means]. Δ vs pretrained is personal minus pretrained personal; forgetting is the drop on the "
-                       "source task. Bytes are serialised Flower messages per client."))
+                       f"source task, {_source_scored_on(run)}. Bytes are serialised Flower messages per client."))
     labels = {s: f.label for s, f in failures.items()}
     blocks.append(_summary_table(summary, schemes, labels))
     if (verdicts := _conclusions_table(run, summary, labels)) is not None:
