@@ -14,6 +14,7 @@ The sweep folder::
     points/<point>/      a complete `simulate` run folder per point (results, ledger, attacks, report)
     results.csv          every point's results.csv with a leading `point` column
     leakage.csv          every point's calibrated leakage with a leading `point` column (when attacked)
+    rounds.csv           every point's per-round curves, failures.csv every point's client failures, likewise
     report.md/.html      the trade-off across points (simulator/report/sweep_report.py)
 
 Resume works per (point, scheme, seed) cell: a finished point is kept, an interrupted one is resumed
@@ -257,7 +258,7 @@ def _assemble_sweep(work: Path, plan: SweepPlan, names: list[str], points: list[
 
     table = pd.DataFrame([{"point": n, **{k: toml_text(v) for k, v in settings}} for n, settings in zip(names, points)])
     sim._atomic_csv(table, work / SWEEP_FILE)
-    for name in ("results.csv", layout.LEAKAGE_FILE):
+    for name in ("results.csv", layout.LEAKAGE_FILE, layout.ROUNDS_FILE, layout.FAILURES_FILE):
         parts = []
         for point in names:
             path = work / POINTS_DIR / point / name

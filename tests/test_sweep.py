@@ -129,6 +129,12 @@ def test_one_folder_holds_every_point_and_resume_redoes_only_unfinished_cells(sw
         assert (run / "points" / point / "report.md").is_file()
     eps = results[(results["metric"] == "epsilon") & (results["scheme"] == "dp-fedavg")].groupby("point")["value"].mean()
     assert eps["p00"] > eps["p01"] > 0  # more noise, smaller epsilon
+    for name in ("rounds.csv", "failures.csv"):  # the points' files, stacked with their point
+        stacked = pd.read_csv(run / name)
+        parts = [pd.read_csv(run / "points" / p / name).assign(point=p) for p in ("p00", "p01")]
+        assert list(stacked.columns)[0] == "point"
+        pd.testing.assert_frame_equal(stacked, pd.concat(parts, ignore_index=True)[list(stacked.columns)], check_dtype=False)
+        assert name == "failures.csv" or len(stacked) > 0
 
 
 def test_the_sweep_report_draws_epsilon_against_gain(sweep_run):
