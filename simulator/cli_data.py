@@ -134,3 +134,35 @@ def synth_cmd(
         cc = recs.class_counts()
         t.add_row(name, str(len(recs)), f"{recs.fs:g}", *[str(cc[c]) for c in CLASSES], str(cc["none"]))
     console.print(t)
+
+
+@data_app.command("fetch")
+@user_errors
+def fetch_cmd(
+    name: str = typer.Argument(..., help="Database: cinc2021 (PhysioNet/CinC Challenge 2021) or code15 (CODE-15%)."),
+    out: Path = typer.Option(..., "--out", help="Folder to download into (created; a second run resumes and adds)."),
+    subset: Optional[str] = typer.Option(None, "--subset", help="cinc2021: source databases, comma-separated, from "
+                                         "cpsc2018, cpsc-extra, georgia, ptb-xl, chapman-shaoxing, ningbo (default: all)."),
+    parts: Optional[str] = typer.Option(None, "--parts", help="code15: part numbers 0-17, comma-separated (1.7 GB each)."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="Base URL of a mirror with the publisher's layout "
+                                         "(default: $MUPRIV_DATA_MIRROR, else the publisher)."),
+    jobs: int = typer.Option(4, "--jobs", min=1, max=32, help="Files downloaded at once."),
+    keep_zip: bool = typer.Option(False, "--keep-zip", help="code15: keep each part's zip after unpacking it."),
+) -> None:
+    """Download a public ECG database, check every file's checksum, write manifest.json and LICENSE.txt next to it."""
+    from simulator.data.fetch import fetch
+    from simulator.data.sources import mirror_from_env, parse_selection, source
+
+    console = Console()
+    src = source(name)
+    selection = parse_selection(src, subset, parts)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as prog:
+        task = prog.add_task(f"fetching {name}", total=None)
+        result = fetch(src, out, selection, mirror=mirror_from_env(mirror), jobs=jobs, keep_zip=keep_zip,
+                       progress=lambda done, total, b: prog.update(
+                           task, completed=done, total=total, description=f"fetching {name} ({b / 1e6:,.1f} MB)"))
+    typer.echo(f"{out}: {result.files} files of {name} ({', '.join(selection)}) checked against the publisher's "
+               f"checksums; {result.fetched} downloaded now ({result.bytes / 1e6:,.1f} MB), the rest were already there")
+    typer.echo(f"manifest: {result.manifest}")
+    typer.echo(f"\nLicence: {src.licence}. Cite (also in {result.licence}):\n{src.citation}")
