@@ -166,3 +166,41 @@ def fetch_cmd(
                f"checksums; {result.fetched} downloaded now ({result.bytes / 1e6:,.1f} MB), the rest were already there")
     typer.echo(f"manifest: {result.manifest}")
     typer.echo(f"\nLicence: {src.licence}. Cite (also in {result.licence}):\n{src.citation}")
+
+
+@data_app.command("prepare")
+@user_errors
+def prepare_cmd(
+    folder: Path = typer.Argument(..., help="A fetched folder: WFDB records (.hea + .mat, recursive) or CODE-15 parts "
+                                  "(exams_partN.hdf5 + exams.csv)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default FOLDER/.mupriv-prepared, which "
+                                       "--data FOLDER then uses; with --out, pass --data OUT)."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Take fs, length, scale and skip_bad from this "
+                                          "config's [data] (the options below override it)."),
+    fs: Optional[float] = typer.Option(None, "--fs", help="Target sampling rate (Hz); default data.fs."),
+    length: Optional[int] = typer.Option(None, "--length", help="Samples per lead; default data.length."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="record, lead or none; default data.scale."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: every core)."),
+) -> None:
+    """Preprocess a fetched folder once into shards of records, in parallel and resumable, for every later run."""
+    from simulator.config import load_config
+    from simulator.data.prepare import Settings, prepare
+    from simulator.data.preprocess import PreprocessConfig
+
+    data = load_config(config).data
+    pre = PreprocessConfig(fs=fs if fs is not None else data.fs, length=length if length is not None else data.length,
+                           scale=scale if scale is not None else data.scale)
+    settings = Settings(pre, skip_bad=skip_bad or data.skip_bad)
+    console = Console()
+    with _progress(console) as prog:
+        task = prog.add_task(f"preparing {folder.name}", total=None)
+        result = prepare(folder, settings=settings, out=out, workers=workers,
+                         progress=lambda done, total: prog.update(task, completed=done, total=total))
+    skipped = sum(p.startswith("skipped") for p in result.problems)
+    typer.echo(f"{result.path}: {result.records} records ({settings.describe()}) from {result.inputs} read, "
+               f"{result.shards} shards ({result.reused} kept from an earlier run), {skipped} bad record(s) skipped")
+    for p in result.problems[:10]:
+        typer.echo(f"  - {p}")
+    use = folder if out is None else out
+    typer.echo(f"use it with --data {use} (and [data] fs = {pre.fs:g}, length = {pre.length}, scale = \"{pre.scale}\")")

@@ -154,6 +154,27 @@ def read_wfdb_folder(folder: Path | str, *, preprocess: PreprocessConfig = Prepr
     """Every `*.hea` under `folder` (recursive, sorted). Bad records raise MuprivError unless skip_bad."""
     folder = Path(folder)
     heads = list_headers(folder)
+    rec = read_headers(heads, preprocess=preprocess, skip_bad=skip_bad, drop_other=drop_other, mapping=mapping,
+                       progress=progress)
+    if not len(rec):
+        raise MuprivError(f"{folder}: none of the {len(heads)} record(s) could be used"
+                          + (f" (first problem: {rec.problems[0]})" if rec.problems else ""))
+    check_unique_ids(folder, rec)
+    return rec
+
+
+def check_unique_ids(folder: Path, rec: ECGRecords) -> None:
+    ids = rec.meta["record_id"]
+    if ids.duplicated().any():
+        dup = ids[ids.duplicated()].iloc[0]
+        raise MuprivError(f"{folder}: record name {dup} occurs in two sub-folders; record names must be unique")
+
+
+def read_headers(heads: list[Path], *, preprocess: PreprocessConfig = PreprocessConfig(), skip_bad: bool = False,
+                 drop_other: bool = False, mapping: Mapping[str, Iterable[str]] = CLASS_CODES,
+                 progress: Callable[[int, int], None] | None = None) -> ECGRecords:
+    """The records of these headers, in this order (possibly none, with skip_bad): one shard of a folder, which
+    `mupriv data prepare` reads in a worker process."""
     bad = BadRecords(skip_bad)
     xs, ys, metas = [], [], []
     for i, hea in enumerate(heads):
@@ -171,12 +192,7 @@ def read_wfdb_folder(folder: Path | str, *, preprocess: PreprocessConfig = Prepr
             bad.note(n)
         xs.append(x); ys.append(y); metas.append(meta)
     if not xs:
-        raise MuprivError(f"{folder}: none of the {len(heads)} record(s) could be used"
-                          + (f" (first problem: {bad.problems[0]})" if bad.problems else ""))
+        return ECGRecords.empty(preprocess.length, preprocess.fs, preprocess.units, problems=bad.problems)
     meta_df = pd.DataFrame(metas, columns=list(META_COLUMNS))
-    ids = meta_df["record_id"]
-    if ids.duplicated().any():
-        dup = ids[ids.duplicated()].iloc[0]
-        raise MuprivError(f"{folder}: record name {dup} occurs in two sub-folders; record names must be unique")
     return ECGRecords(np.stack(xs), np.stack(ys), np.ones((len(xs), len(CLASSES)), bool), meta_df,
                       fs=preprocess.fs, units=preprocess.units, problems=tuple(bad.problems))
