@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from simulator.atomic import atomic_write
 from simulator.data.code15 import read_code15
 from simulator.data.npzio import FORMAT as RECORDS_FORMAT, load_records_npz, save_records
@@ -140,6 +142,16 @@ def _prepare_unit(folder: str, unit: Unit, settings: Settings, target: str) -> t
     return len(rec), _inputs(unit)
 
 
+def shard_summary(path: Path) -> tuple[int, list[str]]:
+    """(records, problems) of a shard without reading its signals (an .npz member is read only when asked for)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return int(f["labels"].shape[0]), list(json.loads(str(f["problems"])))
+    except Exception as e:  # noqa: BLE001 - a damaged shard: say which and how to redo it
+        raise MuprivError(f"{path}: unreadable shard ({type(e).__name__}); delete it and run `mupriv data prepare` "
+                          f"again") from None
+
+
 def _inputs(unit: Unit) -> int:
     return len(unit.files) if unit.kind == "wfdb" else unit.hi - unit.lo
 
@@ -196,10 +208,10 @@ def prepare(folder: Path | str, *, settings: Settings, out: Path | None = None, 
         (dest / stale).unlink()
     n_records, problems, shards = 0, [], []
     for n in names:
-        rec = load_records_npz(dest / n)
-        n_records += len(rec)
-        problems.extend(rec.problems)
-        shards.append({"file": n, "records": len(rec)})
+        count, notes = shard_summary(dest / n)
+        n_records += count
+        problems.extend(notes)
+        shards.append({"file": n, "records": count})
     if n_records == 0:
         raise MuprivError(f"{folder}: none of the {total} record(s) could be used"
                           + (f" (first problem: {problems[0]})" if problems else ""))
