@@ -122,3 +122,16 @@ def test_not_a_data_folder_is_one_line(tmp_path):
     for target in (tmp_path / "empty", tmp_path / "missing"):
         r = runner.invoke(data_app, ["prepare", str(target)])
         assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.strip().count("\n") == 0, r.output
+
+
+@needs_sample
+def test_the_challenge_folder_names_the_database_where_the_record_name_cannot(tmp_path):
+    """Chapman-Shaoxing and Ningbo both name records JSnnnnn: fetched into training/<db>/, each is its own source,
+    so split = "source" gives them a client each."""
+    import shutil
+    for db, name in (("chapman_shaoxing", "JS20019"), ("ningbo", "JS45551")):
+        (tmp_path / "training" / db / "g1").mkdir(parents=True)
+        for ext in (".hea", ".mat"):
+            shutil.copy(SAMPLE / f"{name}{ext}", tmp_path / "training" / db / "g1" / f"{name}{ext}")
+    rec = read_wfdb_folder(tmp_path, preprocess=PRE)
+    assert list(rec.meta["source"]) == ["Chapman-Shaoxing", "Ningbo"]

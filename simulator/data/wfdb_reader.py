@@ -25,7 +25,20 @@ SKIP_HINT = "or pass --skip-bad (data.skip_bad = true in a config) to leave the 
 _DATABASES = (("HR", "PTB-XL"), ("JS", "Chapman-Ningbo"), ("A", "CPSC2018"), ("Q", "CPSC-Extra"),
               ("E", "Georgia"), ("S", "PTB"), ("I", "INCART"))
 
+# Folder of each source database in the Challenge 2021 training set (training/<folder>/gN/): the folder names
+# the database where the record name cannot (Chapman-Shaoxing and Ningbo both name their records JSnnnnn).
+_FOLDERS = {"cpsc_2018": "CPSC2018", "cpsc_2018_extra": "CPSC-Extra", "georgia": "Georgia", "ptb-xl": "PTB-XL",
+            "chapman_shaoxing": "Chapman-Shaoxing", "ningbo": "Ningbo", "ptb": "PTB", "st_petersburg_incart": "INCART"}
+
 _COMMENT = re.compile(r"^\s*#?\s*([A-Za-z]+)\s*:\s*(.*?)\s*$")
+
+
+def database_of_path(hea: Path) -> str | None:
+    """The source database named by a Challenge training folder above the header, else None."""
+    for part in reversed(Path(hea).parts[:-1]):
+        if part in _FOLDERS:
+            return _FOLDERS[part]
+    return None
 
 
 def database_of(record_name: str) -> str:
@@ -139,7 +152,7 @@ def read_one(hea: Path, cfg: PreprocessConfig, mapping: Mapping[str, Iterable[st
     notes: list[str] = []
     meta = {
         "record_id": header.record_name, "patient_id": info.get("patient"),
-        "source": info.get("source") or database_of(header.record_name),
+        "source": info.get("source") or database_of_path(hea) or database_of(header.record_name),
         "fs_original": float(header.fs), "n_original": int(sig.shape[0]),
         "age": _age(info.get("age")), "sex": _sex(info.get("sex")),
         "snomed": ";".join(codes), "other_codes": ";".join(c for c in other if c != NSR_CODE),
