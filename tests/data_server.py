@@ -24,7 +24,8 @@ CINC_PICK = {"training/cpsc_2018/g1": ("A0001", "A0002", "A0003"), "training/geo
 class FileServer:
     """`files` maps a URL path (no leading slash) to its bytes. `corrupt`: paths always served with a byte flipped;
     `corrupt_once`: the first GET only; `cut`: path -> bytes after which the first GET closes the connection
-    (announcing the whole Content-Length); `cut_always`: every GET of the path closes after that many bytes.
+    (announcing the whole Content-Length); `cut_always`: every GET of the path closes after that many bytes;
+    `busy_once`: the first GET is answered 503.
     `requests` records (path, Range header) of every GET."""
 
     def __init__(self, files: dict[str, bytes]):
@@ -33,6 +34,7 @@ class FileServer:
         self.corrupt_once: set[str] = set()
         self.cut: dict[str, int] = {}
         self.cut_always: dict[str, int] = {}
+        self.busy_once: set[str] = set()   # answered 503 the first time
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -46,6 +48,10 @@ class FileServer:
                 server.requests.append((path, rng))
                 if path not in server.files:
                     self.send_error(404)
+                    return
+                if path in server.busy_once:
+                    server.busy_once.discard(path)
+                    self.send_error(503)
                     return
                 body = server.files[path]
                 if path in server.corrupt or path in server.corrupt_once:

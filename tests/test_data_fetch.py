@@ -95,6 +95,17 @@ def test_a_cut_download_resumes_with_a_range_request(tmp_path):
 
 
 @needs_sample
+def test_a_busy_server_is_asked_again(tmp_path):
+    files = cinc_files()
+    with FileServer(files) as srv:
+        srv.busy_once.add(A1)
+        r = fetch(tmp_path / "d", "cinc2021", "--subset", "cpsc2018", "--mirror", srv.url)
+    assert r.exit_code == 0, r.output
+    assert len(srv.gets(A1)) == 2
+    assert (tmp_path / "d" / A1).read_bytes() == files[A1]
+
+
+@needs_sample
 def test_a_download_cut_every_time_stops_with_the_part_kept_and_a_rerun_finishes_it(tmp_path):
     files = cinc_files()
     with FileServer(files) as srv:

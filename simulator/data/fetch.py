@@ -168,6 +168,8 @@ def _transfer(url: str, part: Path, size: int | None, on_bytes: Callable[[int], 
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the .part is already whole (or longer): let the checksum decide
             return
+        if e.code >= 500 or e.code == 429:  # the server is busy or failing: try again, as for a cut transfer
+            raise Interrupted(f"HTTP {e.code} {e.reason}") from None
         raise MuprivError(f"{url}: HTTP {e.code} {e.reason}; the file is not on the server: check --mirror, or "
                           f"the release at its home page") from None
     except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as e:
