@@ -15,12 +15,13 @@ Guarantees:
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from simulator.atomic import atomic_write
+from simulator.atomic import atomic_write, publish
 from simulator.data.sources import Source
 from simulator.errors import MuprivError
 
@@ -211,7 +212,7 @@ def download(entry: Entry, final: Path, on_bytes: Callable[[int], None] = lambda
         got = file_digests(part, algos)
         size = part.stat().st_size
         if got[entry.algo] == entry.digest and (entry.size is None or size == entry.size):
-            os.replace(part, final)
+            publish(part, final)
             return {"sha256": got["sha256"], "size": size, "url": entry.url, "published": f"{entry.algo}:{entry.digest}"}
         part.unlink(missing_ok=True)  # a whole file with the wrong bytes cannot be resumed: start again
     raise MuprivError(f"{entry.url}: checksum mismatch after {CHECKSUM_ATTEMPTS} downloads ({entry.algo} expected "
@@ -236,17 +237,14 @@ def unpack_zip(zip_path: Path, out: Path, source: dict) -> dict[str, dict]:
             name = PurePosixPath(m.filename).name
             target = out / name
             h = hashlib.sha256()
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as dst, zf.open(m) as src:
+
+            def copy(tmp: str, member=m, digest=h) -> None:
+                with open(tmp, "wb") as dst, zf.open(member) as src:
                     while block := src.read(CHUNK):
                         dst.write(block)
-                        h.update(block)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                        digest.update(block)
+
+            atomic_write(target, copy)
             records[name] = {"sha256": h.hexdigest(), "size": target.stat().st_size, "url": source["url"],
                              "published": source["published"], "unpacked_from": zip_path.name}
     return records
@@ -306,6 +304,27 @@ def fetch(src: Source, out: Path, selection: list[str], *, mirror: str | None = 
     out = Path(out)
     base, index_url = src.urls(mirror)
     out.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(out):
+        return _fetch(src, out, selection, base, index_url, jobs, keep_zip, progress, timeout)
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path):
+    """One fetch per folder at a time: two would append to the same NAME.part files."""
+    fh = open(out / ".fetch.lock", "w")  # noqa: SIM115 - held for the whole fetch
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MuprivError(f"{out}: another `mupriv data fetch` is writing to this folder; wait for it to end "
+                              f"or choose another --out") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _fetch(src: Source, out: Path, selection: list[str], base: str, index_url: str, jobs: int, keep_zip: bool,
+           progress: Callable[[int, int, int], None] | None, timeout: float) -> FetchResult:
     blob = get_index(src, base, index_url, out, timeout)
     entries = parse_index(src, blob, base, selection)
     atomic_write(out / src.mirror_index, blob)  # the publisher's own list, kept as the provenance of the checksums
