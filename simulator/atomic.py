@@ -57,3 +57,16 @@ def atomic_write(path: str | Path, content: Content, *, fsync: bool = False, mod
             e.filename = str(path)  # the user's file, not our temporary name
         raise
     return path
+
+
+def publish(part: str | Path, path: str | Path) -> Path:
+    """Move a finished ``part`` file over ``path`` in one step and return ``path``.
+
+    For files that cannot be written in one go under a unique temporary name: a download that must resume after
+    an interruption needs a name it can find again (``NAME.part``). The caller makes sure one process writes the
+    part at a time (``mupriv data fetch`` holds a lock on its folder); readers still see the old file or the
+    whole new one."""
+    path = Path(path)
+    os.chmod(part, FILE_MODE)
+    os.replace(part, path)
+    return path

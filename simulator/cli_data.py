@@ -134,3 +134,73 @@ def synth_cmd(
         cc = recs.class_counts()
         t.add_row(name, str(len(recs)), f"{recs.fs:g}", *[str(cc[c]) for c in CLASSES], str(cc["none"]))
     console.print(t)
+
+
+@data_app.command("fetch")
+@user_errors
+def fetch_cmd(
+    name: str = typer.Argument(..., help="Database: cinc2021 (PhysioNet/CinC Challenge 2021) or code15 (CODE-15%)."),
+    out: Path = typer.Option(..., "--out", help="Folder to download into (created; a second run resumes and adds)."),
+    subset: Optional[str] = typer.Option(None, "--subset", help="cinc2021: source databases, comma-separated, from "
+                                         "cpsc2018, cpsc-extra, georgia, ptb-xl, chapman-shaoxing, ningbo (default: all)."),
+    parts: Optional[str] = typer.Option(None, "--parts", help="code15: part numbers 0-17, comma-separated (1.7 GB each)."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="Base URL of a mirror with the publisher's layout "
+                                         "(default: $MUPRIV_DATA_MIRROR, else the publisher)."),
+    jobs: int = typer.Option(4, "--jobs", min=1, max=32, help="Files downloaded at once."),
+    keep_zip: bool = typer.Option(False, "--keep-zip", help="code15: keep each part's zip after unpacking it."),
+) -> None:
+    """Download a public ECG database, check every file's checksum, write manifest.json and LICENSE.txt next to it."""
+    from simulator.data.fetch import fetch
+    from simulator.data.sources import mirror_from_env, parse_selection, source
+
+    console = Console()
+    src = source(name)
+    selection = parse_selection(src, subset, parts)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as prog:
+        task = prog.add_task(f"fetching {name}", total=None)
+        result = fetch(src, out, selection, mirror=mirror_from_env(mirror), jobs=jobs, keep_zip=keep_zip,
+                       progress=lambda done, total, b: prog.update(
+                           task, completed=done, total=total, description=f"fetching {name} ({b / 1e6:,.1f} MB)"))
+    typer.echo(f"{out}: {result.files} files of {name} ({', '.join(selection)}) checked against the publisher's "
+               f"checksums; {result.fetched} downloaded now ({result.bytes / 1e6:,.1f} MB), the rest were already there")
+    typer.echo(f"manifest: {result.manifest}")
+    typer.echo(f"\nLicence: {src.licence}. Cite (also in {result.licence}):\n{src.citation}")
+
+
+@data_app.command("prepare")
+@user_errors
+def prepare_cmd(
+    folder: Path = typer.Argument(..., help="A fetched folder: WFDB records (.hea + .mat, recursive) or CODE-15 parts "
+                                  "(exams_partN.hdf5 + exams.csv)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default FOLDER/.mupriv-prepared, which "
+                                       "--data FOLDER then uses; with --out, pass --data OUT)."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Take fs, length, scale and skip_bad from this "
+                                          "config's [data] (the options below override it)."),
+    fs: Optional[float] = typer.Option(None, "--fs", help="Target sampling rate (Hz); default data.fs."),
+    length: Optional[int] = typer.Option(None, "--length", help="Samples per lead; default data.length."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="record, lead or none; default data.scale."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: every core)."),
+) -> None:
+    """Preprocess a fetched folder once into shards of records, in parallel and resumable, for every later run."""
+    from simulator.config import load_config
+    from simulator.data.prepare import Settings, prepare
+    from simulator.data.preprocess import PreprocessConfig
+
+    data = load_config(config).data
+    pre = PreprocessConfig(fs=fs if fs is not None else data.fs, length=length if length is not None else data.length,
+                           scale=scale if scale is not None else data.scale)
+    settings = Settings(pre, skip_bad=skip_bad or data.skip_bad)
+    console = Console()
+    with _progress(console) as prog:
+        task = prog.add_task(f"preparing {folder.name}", total=None)
+        result = prepare(folder, settings=settings, out=out, workers=workers,
+                         progress=lambda done, total: prog.update(task, completed=done, total=total))
+    skipped = sum(p.startswith("skipped") for p in result.problems)
+    typer.echo(f"{result.path}: {result.records} records ({settings.describe()}) from {result.inputs} read, "
+               f"{result.shards} shards ({result.reused} kept from an earlier run), {skipped} bad record(s) skipped")
+    for p in result.problems[:10]:
+        typer.echo(f"  - {p}")
+    use = folder if out is None else out
+    typer.echo(f"use it with --data {use} (and [data] fs = {pre.fs:g}, length = {pre.length}, scale = \"{pre.scale}\")")

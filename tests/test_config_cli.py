@@ -180,3 +180,12 @@ def test_docs_config_md_is_current():
     assert m, "docs/config.md lost its generated block markers"
     assert m.group(1) == explain_markdown(lookup("")), (
         "docs/config.md is out of date: replace the block between the markers with `mupriv config explain --markdown`")
+
+
+def test_cinc_sites_is_one_client_per_source_database():
+    """`mupriv config check` passes (test_shipped_config_validates) and the config is what its name says: hospital
+    clients, one per CinC database, the server on the largest, at a length that holds a whole 10-s record."""
+    cfg = load_config(ROOT / "configs" / "cinc-sites.toml")
+    assert cfg.cohort.split == "source" and cfg.cohort.clients == 5
+    assert cfg.data.fs * 10 <= cfg.data.length and not cfg.attacks.enabled
+    assert _run("check", str(ROOT / "configs" / "cinc-sites.toml")).exit_code == 0

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from simulator.core.labels import CLASSES
-from simulator.data import (ECGRecords, SyntheticCohortSpec, balanced_subset, split_cohort, synthesize,
-                            synthetic_cohort)
+from simulator.data import (PreprocessConfig, ECGRecords, SyntheticCohortSpec, balanced_subset, split_cohort, synthesize,
+                            synthetic_cohort, train_test_split)
 from simulator.errors import MuprivError
 
 SPEC = SyntheticCohortSpec(n_source=80, source_patients=20, n_clients=3, records_per_client=20, shift=0.7)
@@ -108,3 +108,48 @@ def test_balanced_subset(records):
     assert len(set(sub.record_ids)) == len(sub)
     assert len(sub) == 3 * (len(CLASSES) + 1)
     assert balanced_subset(records, 3, seed=1).equals(sub)
+
+
+def _patients_apart(a, b):
+    return not set(a.meta["patient_id"].astype(str)) & set(b.meta["patient_id"].astype(str))
+
+
+@pytest.mark.parametrize("by", ["patient", "source", "dirichlet"])
+def test_no_patient_on_both_sides_of_a_clients_personal_split(records, by):
+    """Clients that hold several patients (hospital clients) split train/test by whole patients."""
+    meta = records.meta.copy()
+    meta["source"] = np.array(["A", "B", "C"])[np.arange(len(records)) % 3]
+    recs = ECGRecords(records.signals, records.labels, records.known, meta, fs=records.fs)
+    c = split_cohort(recs, 2, by=by, seed=1)
+    for cl in c.clients:
+        assert cl.records.meta["patient_id"].nunique() > 1 and len(cl.train) and len(cl.test)
+        assert _patients_apart(cl.train, cl.test), cl.id
+
+
+def test_a_single_patient_and_record_level_ids_split_by_record_as_before(records):
+    rng = lambda: np.random.default_rng(5)  # noqa: E731
+    one = records.subset(np.flatnonzero(records.meta["patient_id"] == records.meta["patient_id"].iloc[0]))
+    tr, te = train_test_split(one, 0.3, rng())
+    assert len(tr) and len(te)  # a wearer's own records: split by record (the personalisation setting)
+    meta = records.meta.copy()
+    meta["patient_id"] = None  # CinC: no ids -> every record its own patient
+    anon = ECGRecords(records.signals, records.labels, records.known, meta, fs=records.fs)
+    tr, te = train_test_split(anon, 0.3, rng())
+    assert len(te) == round(0.3 * len(anon))
+
+
+def test_code15_patients_are_never_split(tmp_path):
+    """CODE-15%'s exams.csv names the patient: through the real reader, a split never puts one patient's exams on
+    two sides (server / clients, or a client's train / test)."""
+    from simulator.data import read_code15
+    from tests.data_server import code15_part
+    h5, rows = code15_part(n=60, patients=15)
+    (tmp_path / "exams_part0.hdf5").write_bytes(h5)
+    rows.to_csv(tmp_path / "exams.csv", index=False)
+    recs = read_code15(tmp_path / "exams_part0.hdf5", preprocess=PreprocessConfig(fs=100.0, length=256))
+    assert recs.meta["patient_id"].nunique() == 15
+    c = split_cohort(recs, 3, by="patient", seed=0)
+    parts = [c.source] + [p for cl in c.clients for p in (cl.train, cl.test)]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            assert _patients_apart(a, b)

@@ -45,7 +45,10 @@ def read_exams_csv(path: Path) -> pd.DataFrame:
 
 
 def read_code15(h5_path: Path | str, exams_csv: Path | str | None = None, *, preprocess: PreprocessConfig = PreprocessConfig(),
-                skip_bad: bool = False, max_records: int | None = None, progress=None) -> ECGRecords:
+                skip_bad: bool = False, max_records: int | None = None, rows: tuple[int, int] | None = None,
+                progress=None) -> ECGRecords:
+    """`rows` = (start, stop) reads only those tracings (a shard for `mupriv data prepare`); a range with no usable
+    tracing then gives no records instead of an error, as the part as a whole may still have some."""
     import h5py
 
     h5_path = Path(h5_path)
@@ -81,9 +84,11 @@ def read_code15(h5_path: Path | str, exams_csv: Path | str | None = None, *, pre
             exam_ids = np.arange(1, n + 1, dtype=np.int64)
             bad.note(f"{h5_path}: no 'exam_id' dataset; records numbered 1..{n}")
         keep = np.flatnonzero(exam_ids != 0)
+        if rows is not None:
+            keep = keep[(keep >= rows[0]) & (keep < rows[1])]
         if max_records is not None:
             keep = keep[:max_records]
-        xs, rows = [], []
+        xs, found = [], []
         for start in range(0, len(keep), CHUNK):
             idx = keep[start:start + CHUNK]
             lo, hi = int(idx[0]), int(idx[-1]) + 1
@@ -98,16 +103,18 @@ def read_code15(h5_path: Path | str, exams_csv: Path | str | None = None, *, pre
                     bad.bad(f"{h5_path}: tracing {i} (exam_id {eid}): {why}")
                     continue
                 ok.append(j)
-                rows.append((i, eid))
+                found.append((i, eid))
             if ok:
                 xs.append(preprocess_batch(block[ok], FS, preprocess))
             if progress:
                 progress(min(start + CHUNK, len(keep)), len(keep))
-    if not rows:
+    if not found and rows is not None:
+        return ECGRecords.empty(preprocess.length, preprocess.fs, preprocess.units, problems=tuple(bad.problems))
+    if not found:
         raise MuprivError(f"{h5_path}: no usable tracings" + (f" (first problem: {bad.problems[-1]})" if bad.problems else ""))
     x = np.concatenate(xs)
-    eids = np.array([e for _, e in rows])
-    meta = pd.DataFrame({c: pd.Series([None] * len(rows), dtype=object) for c in META_COLUMNS})
+    eids = np.array([e for _, e in found])
+    meta = pd.DataFrame({c: pd.Series([None] * len(found), dtype=object) for c in META_COLUMNS})
     meta["record_id"] = [f"code15-{e}" for e in eids]
     meta["source"] = "CODE-15"
     meta["fs_original"] = FS
@@ -129,6 +136,6 @@ def read_code15(h5_path: Path | str, exams_csv: Path | str | None = None, *, pre
         if "normal_ecg" in ex.columns:
             meta["normal"] = _truthy(ex["normal_ecg"])
     else:
-        y = np.zeros((len(rows), len(CLASSES)), np.float32)
+        y = np.zeros((len(found), len(CLASSES)), np.float32)
         known = np.zeros_like(y, dtype=bool)
     return ECGRecords(x, y, known, meta, fs=preprocess.fs, units=preprocess.units, problems=tuple(bad.problems))

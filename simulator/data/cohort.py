@@ -65,10 +65,18 @@ def client_rng(seed: int, client_index: int, purpose: int = 0) -> np.random.Gene
 
 
 def train_test_split(records: ECGRecords, test_fraction: float, rng: np.random.Generator) -> tuple[ECGRecords, ECGRecords]:
-    """Random split, stratified by main label; with >= 2 records both parts get at least one."""
+    """Random split, stratified by main label; with >= 2 records both parts get at least one.
+
+    A set of several patients of whom some have several records (a hospital client of CODE-15%, whose exams.csv
+    names the patient) is split by whole patients, so no patient is on both sides; a set that is one patient
+    (the personal split of a wearer's own records) or where every record is its own patient is split by record."""
     if not 0.0 <= test_fraction < 1.0:
         raise MuprivError(f"test_fraction must be in [0, 1), got {test_fraction}")
     n = len(records)
+    _, groups = np.unique(records.patient_ids, return_inverse=True)
+    n_groups = int(groups.max()) + 1 if n else 0
+    if 1 < n_groups < n:
+        return _split_patients(records, groups, n_groups, test_fraction, rng)
     key = _main_label(records)
     # stratified and exact: rank every record by its (randomised) position within its label group, take the first k
     rank = np.empty(n)
@@ -80,6 +88,29 @@ def train_test_split(records: ECGRecords, test_fraction: float, rng: np.random.G
         n_test = min(max(n_test, 1), n - 1)
     test_mask = np.zeros(n, bool)
     test_mask[np.argsort(rank, kind="stable")[:n_test]] = True
+    return records.subset(np.flatnonzero(~test_mask)), records.subset(np.flatnonzero(test_mask))
+
+
+def _split_patients(records: ECGRecords, groups: np.ndarray, n_groups: int, test_fraction: float,
+                    rng: np.random.Generator) -> tuple[ECGRecords, ECGRecords]:
+    """train_test_split by whole patients: patients ranked at random within strata of their most common main label,
+    taken into the test set until it holds about test_fraction of the records; both sides keep a patient."""
+    n = len(records)
+    key = _main_label(records)
+    g_key = np.array([np.bincount(key[groups == g]).argmax() for g in range(n_groups)])
+    sizes = np.bincount(groups, minlength=n_groups)
+    rank = np.empty(n_groups)
+    for k in np.unique(g_key):
+        idx = rng.permutation(np.flatnonzero(g_key == k))
+        rank[idx] = (np.arange(len(idx)) + rng.random()) / len(idx)
+    in_test = np.zeros(n_groups, bool)
+    target, taken = test_fraction * n, 0
+    for g in np.argsort(rank, kind="stable"):
+        if test_fraction <= 0 or (taken >= target and in_test.any()) or in_test.sum() == n_groups - 1:
+            break
+        in_test[g] = True
+        taken += sizes[g]
+    test_mask = in_test[groups]
     return records.subset(np.flatnonzero(~test_mask)), records.subset(np.flatnonzero(test_mask))
 
 

@@ -11,6 +11,7 @@ from simulator.core.tensors import label_problems, read_npz_arrays
 from simulator.data.cache import RecordCache
 from simulator.data.code15 import find_exams_csv, read_code15
 from simulator.data.npzio import is_records_npz, load_records_npz
+from simulator.data.prepare import Settings, code15_parts, find_prepared, is_prepared, load_prepared_for
 from simulator.data.preprocess import PreprocessConfig
 from simulator.data.records import ECGRecords, META_COLUMNS
 from simulator.data.wfdb_reader import BadRecords, list_headers, read_wfdb_folder
@@ -22,6 +23,10 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 def kind_of(path: Path) -> str:
     path = Path(path)
     if path.is_dir():
+        if is_prepared(path):
+            return "prepared"
+        if code15_parts(path) and not any(path.rglob("*.hea")):
+            return "code15-folder"
         return "wfdb"
     if not path.exists():
         raise MuprivError(f"{path}: no such file or folder; give a WFDB folder, a CODE-15 .hdf5 or an .npz")
@@ -68,12 +73,21 @@ def _tensors_npz_as_records(path: Path, fs: float, skip_bad: bool) -> ECGRecords
 def load_records(path: Path | str, *, preprocess: PreprocessConfig = PreprocessConfig(), skip_bad: bool = False,
                  cache: RecordCache | bool | None = True, exams_csv: Path | str | None = None,
                  drop_other: bool = False, max_records: int | None = None, progress=None) -> ECGRecords:
-    """Read `path` (WFDB folder / CODE-15 .hdf5 / .npz). cache=True uses RecordCache() (.mupriv-cache in the cwd),
-    a RecordCache uses that one, False/None reads the files every time. .npz files are never cached (already fast)."""
+    """Read `path` (WFDB folder / folder of CODE-15 parts / CODE-15 .hdf5 / .npz / a `mupriv data prepare` folder).
+    A folder that `mupriv data prepare` prepared with these settings, unchanged since, is read from its shards.
+    cache=True uses RecordCache() (.mupriv-cache in the cwd), a RecordCache uses that one, False/None reads the
+    files every time. .npz files and prepared folders are never cached (already fast)."""
     path = Path(path)
     kind = kind_of(path)
     if kind == "npz":
         return load_records_npz(path) if is_records_npz(path) else _tensors_npz_as_records(path, preprocess.fs, skip_bad)
+    prepared = Settings(preprocess, skip_bad, drop_other)
+    if kind == "prepared":
+        return load_prepared_for(path, prepared)
+    if kind in ("wfdb", "code15-folder") and max_records is None:
+        hit = find_prepared(path, prepared)
+        if hit is not None:
+            return hit
     store = RecordCache() if cache is True else cache if isinstance(cache, RecordCache) else RecordCache(enabled=False)
     settings = {"preprocess": preprocess.as_dict(), "skip_bad": skip_bad}
     if kind == "wfdb":
@@ -82,6 +96,13 @@ def load_records(path: Path | str, *, preprocess: PreprocessConfig = PreprocessC
         settings["drop_other"] = drop_other
         return store.load("wfdb", path, files, settings,
                           lambda: read_wfdb_folder(path, preprocess=preprocess, skip_bad=skip_bad, drop_other=drop_other, progress=progress))
+    if kind == "code15-folder":
+        parts = code15_parts(path)
+        csv = Path(exams_csv) if exams_csv is not None else find_exams_csv(parts[0])
+        files = parts + ([csv] if csv is not None and csv.is_file() else [])
+        settings.update(exams_csv=str(csv.resolve()) if csv is not None else None)
+        return store.load("code15-folder", path, files, settings, lambda: ECGRecords.concat(
+            [read_code15(p, csv, preprocess=preprocess, skip_bad=skip_bad, progress=progress) for p in parts]))
     csv = Path(exams_csv) if exams_csv is not None else find_exams_csv(path)
     files = [path] + ([csv] if csv is not None and csv.is_file() else [])
     settings.update(exams_csv=str(csv.resolve()) if csv is not None else None, max_records=max_records)

@@ -25,7 +25,20 @@ SKIP_HINT = "or pass --skip-bad (data.skip_bad = true in a config) to leave the 
 _DATABASES = (("HR", "PTB-XL"), ("JS", "Chapman-Ningbo"), ("A", "CPSC2018"), ("Q", "CPSC-Extra"),
               ("E", "Georgia"), ("S", "PTB"), ("I", "INCART"))
 
+# Folder of each source database in the Challenge 2021 training set (training/<folder>/gN/): the folder names
+# the database where the record name cannot (Chapman-Shaoxing and Ningbo both name their records JSnnnnn).
+_FOLDERS = {"cpsc_2018": "CPSC2018", "cpsc_2018_extra": "CPSC-Extra", "georgia": "Georgia", "ptb-xl": "PTB-XL",
+            "chapman_shaoxing": "Chapman-Shaoxing", "ningbo": "Ningbo", "ptb": "PTB", "st_petersburg_incart": "INCART"}
+
 _COMMENT = re.compile(r"^\s*#?\s*([A-Za-z]+)\s*:\s*(.*?)\s*$")
+
+
+def database_of_path(hea: Path) -> str | None:
+    """The source database named by a Challenge training folder above the header, else None."""
+    for part in reversed(Path(hea).parts[:-1]):
+        if part in _FOLDERS:
+            return _FOLDERS[part]
+    return None
 
 
 def database_of(record_name: str) -> str:
@@ -139,7 +152,7 @@ def read_one(hea: Path, cfg: PreprocessConfig, mapping: Mapping[str, Iterable[st
     notes: list[str] = []
     meta = {
         "record_id": header.record_name, "patient_id": info.get("patient"),
-        "source": info.get("source") or database_of(header.record_name),
+        "source": info.get("source") or database_of_path(hea) or database_of(header.record_name),
         "fs_original": float(header.fs), "n_original": int(sig.shape[0]),
         "age": _age(info.get("age")), "sex": _sex(info.get("sex")),
         "snomed": ";".join(codes), "other_codes": ";".join(c for c in other if c != NSR_CODE),
@@ -154,6 +167,27 @@ def read_wfdb_folder(folder: Path | str, *, preprocess: PreprocessConfig = Prepr
     """Every `*.hea` under `folder` (recursive, sorted). Bad records raise MuprivError unless skip_bad."""
     folder = Path(folder)
     heads = list_headers(folder)
+    rec = read_headers(heads, preprocess=preprocess, skip_bad=skip_bad, drop_other=drop_other, mapping=mapping,
+                       progress=progress)
+    if not len(rec):
+        raise MuprivError(f"{folder}: none of the {len(heads)} record(s) could be used"
+                          + (f" (first problem: {rec.problems[0]})" if rec.problems else ""))
+    check_unique_ids(folder, rec)
+    return rec
+
+
+def check_unique_ids(folder: Path, rec: ECGRecords) -> None:
+    ids = rec.meta["record_id"]
+    if ids.duplicated().any():
+        dup = ids[ids.duplicated()].iloc[0]
+        raise MuprivError(f"{folder}: record name {dup} occurs in two sub-folders; record names must be unique")
+
+
+def read_headers(heads: list[Path], *, preprocess: PreprocessConfig = PreprocessConfig(), skip_bad: bool = False,
+                 drop_other: bool = False, mapping: Mapping[str, Iterable[str]] = CLASS_CODES,
+                 progress: Callable[[int, int], None] | None = None) -> ECGRecords:
+    """The records of these headers, in this order (possibly none, with skip_bad): one shard of a folder, which
+    `mupriv data prepare` reads in a worker process."""
     bad = BadRecords(skip_bad)
     xs, ys, metas = [], [], []
     for i, hea in enumerate(heads):
@@ -171,12 +205,7 @@ def read_wfdb_folder(folder: Path | str, *, preprocess: PreprocessConfig = Prepr
             bad.note(n)
         xs.append(x); ys.append(y); metas.append(meta)
     if not xs:
-        raise MuprivError(f"{folder}: none of the {len(heads)} record(s) could be used"
-                          + (f" (first problem: {bad.problems[0]})" if bad.problems else ""))
+        return ECGRecords.empty(preprocess.length, preprocess.fs, preprocess.units, problems=bad.problems)
     meta_df = pd.DataFrame(metas, columns=list(META_COLUMNS))
-    ids = meta_df["record_id"]
-    if ids.duplicated().any():
-        dup = ids[ids.duplicated()].iloc[0]
-        raise MuprivError(f"{folder}: record name {dup} occurs in two sub-folders; record names must be unique")
     return ECGRecords(np.stack(xs), np.stack(ys), np.ones((len(xs), len(CLASSES)), bool), meta_df,
                       fs=preprocess.fs, units=preprocess.units, problems=tuple(bad.problems))
