@@ -92,6 +92,8 @@ class CohortConfig:
     split: str = field(default="patient", metadata={"help": 'real data: clients by "patient", by "source" (one hospital database each) or "dirichlet" (label skew)'})
     source_fraction: float = field(default=0.5, metadata={"range": "(0, 1)", "help": 'real data: share of the records (whole patients) the server keeps (not used by split = "source")'})
     dirichlet_alpha: float = field(default=0.5, metadata={"range": "(0, inf)", "help": 'real data with split = "dirichlet": smaller = more skewed clients'})
+    client_data: str = field(default="", metadata={"help": '"" = the clients are split from the same records as the server; else a second data set (WFDB folder, CODE-15 .hdf5 or .npz) the clients are drawn from, and the server keeps all of data.path, or synthetic records when that is "" (the paper: pretrain on CODE-15%, personalise on CPSC 2018)'})
+    balanced_per_class: int = field(default=0, metadata={"range": "[0, inf)", "help": "real data: > 0 = each client trains on the paper's balanced subset of its records (up to this many positives of each class, rarest first, plus as many with no class) and is tested on all its other records (test_fraction is not used)"})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.data.cache import default_cache_dir
-from simulator.data.cohort import Cohort, SyntheticCohortSpec, split_cohort, synthetic_cohort
+from simulator.data.cohort import Client, Cohort, SyntheticCohortSpec, balanced_split, split_cohort, synthetic_cohort
 from simulator.data.records import ECGRecords
 from simulator.data.synthetic import Population
 from simulator.datasets import load_configured_records, preprocess_config, split_tensors, split_train_val
@@ -67,9 +67,16 @@ class Study:
 
 
 def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
-    """Synthetic study when no data path is configured, else a split of the real records."""
+    """Synthetic study when no data path is configured, else a split of the real records; with
+    cohort.client_data, the server keeps every record of the data path and the clients come from the second set."""
     path = data_path if data_path is not None else cfg.data.path
     c = cfg.cohort
+    if c.client_data:
+        return _two_source_cohort(cfg, path)
+    if c.balanced_per_class and not path:
+        raise MuprivError(f"cohort.balanced_per_class = {c.balanced_per_class} selects from real records (the paper's "
+                          "fine-tuning subset); the synthetic cohort draws its patients' records: set it to 0, or give "
+                          "data.path or cohort.client_data")
     if not path:
         spec = SyntheticCohortSpec(n_source=cfg.data.synthetic_records, source_patients=max(1, cfg.data.synthetic_records // 4),
                                    n_clients=c.clients, records_per_client=c.records_per_client, test_fraction=c.test_fraction,
@@ -79,8 +86,34 @@ def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
         raise MuprivError(f"cohort.test_min_positives = {c.test_min_positives} applies to synthetic cohorts (it redraws a "
                           f"simulated patient's test records); real data ({path}) has the records it has: set it to 0")
     records = load_configured_records(cfg.data, cfg.seed, path)
-    return split_cohort(records, c.clients, by=c.split, source_fraction=c.source_fraction, test_fraction=c.test_fraction,
-                        alpha=c.dirichlet_alpha, seed=cfg.seed)
+    cohort = split_cohort(records, c.clients, by=c.split, source_fraction=c.source_fraction, test_fraction=c.test_fraction,
+                          alpha=c.dirichlet_alpha, seed=cfg.seed)
+    return _balanced(cohort, cfg)
+
+
+def _two_source_cohort(cfg: RunConfig, path: str) -> Cohort:
+    """The paper's setting: the server pretrains on one data set (data.path; synthetic records when it is "") and
+    the clients are drawn from another (cohort.client_data), split by patient, source or label skew."""
+    c = cfg.cohort
+    if c.test_min_positives:
+        raise MuprivError(f"cohort.test_min_positives = {c.test_min_positives} applies to synthetic clients; the clients "
+                          f"of cohort.client_data ({c.client_data}) have the records they have: set it to 0")
+    source = load_configured_records(cfg.data, cfg.seed, path)
+    records = load_configured_records(cfg.data, cfg.seed, c.client_data)
+    clients = split_cohort(records, c.clients, by=c.split, source_fraction=0.0, test_fraction=c.test_fraction,
+                           alpha=c.dirichlet_alpha, server_sources=[], seed=cfg.seed).clients
+    return _balanced(Cohort(source=source, clients=clients), cfg)
+
+
+def _balanced(cohort: Cohort, cfg: RunConfig) -> Cohort:
+    """cohort.balanced_per_class > 0: each client trains on the balanced subset of its records, tested on the rest."""
+    if not cfg.cohort.balanced_per_class:
+        return cohort
+    clients = []
+    for k, client in enumerate(cohort.clients):
+        train, test = balanced_split(client.records, cfg.cohort.balanced_per_class, seed=cfg.seed + k)
+        clients.append(Client(client.id, train, test))
+    return Cohort(source=cohort.source, clients=clients)
 
 
 # What builds the cohort and trains the model, under simulator/.

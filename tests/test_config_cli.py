@@ -159,6 +159,19 @@ def test_paper_config_matches_the_paper():
     assert cfg.train.self_distill and cfg.finetune.epochs == 50
 
 
+def test_paper_real_is_the_papers_setting_on_real_data():
+    """configs/paper-real.toml: the paper's model, input and pretraining, the server on CODE-15%, the clients from
+    CPSC 2018 with the balanced fine-tuning subset (4 clients x 50 = the paper's 200 per class)."""
+    path = ROOT / "configs" / "paper-real.toml"
+    assert _run("check", str(path)).exit_code == 0
+    cfg, paper = load_config(path), load_config(ROOT / "configs" / "paper.toml")
+    for section in ("model", "train", "finetune"):
+        assert getattr(cfg, section) == getattr(paper, section), section
+    assert (cfg.data.fs, cfg.data.length, cfg.data.scale) == (paper.data.fs, paper.data.length, paper.data.scale)
+    assert "code15" in cfg.data.path and "cpsc2018" in cfg.cohort.client_data
+    assert cfg.cohort.clients * cfg.cohort.balanced_per_class == 200
+
+
 def test_study_config_is_the_fair_study():
     """configs/study.toml: enough patients, seeds and test positives to decide, matched budgets, attacks on."""
     path = ROOT / "configs" / "study.toml"

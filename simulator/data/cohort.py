@@ -199,6 +199,18 @@ def split_cohort(records: ECGRecords, n_clients: int, *, by: SplitBy = "patient"
 def balanced_subset(records: ECGRecords, per_class: int, *, include_normal: bool = True, seed: int = 0) -> ECGRecords:
     """The paper's fine-tuning subset: up to `per_class` records positive for each class (each record used once,
     rarest classes first), plus `per_class` records with no class when include_normal. Fewer where the data has fewer."""
+    return records.subset(balanced_indices(records, per_class, include_normal=include_normal, seed=seed))
+
+
+def balanced_split(records: ECGRecords, per_class: int, seed: int = 0) -> tuple[ECGRecords, ECGRecords]:
+    """(the balanced subset, every other record): the paper fine-tunes on the first and tests on the second."""
+    picked = np.zeros(len(records), bool)
+    picked[balanced_indices(records, per_class, seed=seed)] = True
+    return records.subset(np.flatnonzero(picked)), records.subset(np.flatnonzero(~picked))
+
+
+def balanced_indices(records: ECGRecords, per_class: int, *, include_normal: bool = True, seed: int = 0) -> np.ndarray:
+    """The indices of balanced_subset, sorted."""
     rng = np.random.default_rng([int(seed), 0xBA1])
     pos = (records.labels > 0.5) & records.known
     taken = np.zeros(len(records), bool)
@@ -210,7 +222,7 @@ def balanced_subset(records: ECGRecords, per_class: int, *, include_normal: bool
     if include_normal:
         cand = rng.permutation(np.flatnonzero(~pos.any(axis=1) & records.known.all(axis=1) & ~taken))[:per_class]
         picks.extend(cand.tolist())
-    return records.subset(np.sort(np.asarray(picks, dtype=np.int64)))
+    return np.sort(np.asarray(picks, dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------------------------------------
