@@ -24,8 +24,10 @@ from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
 from tests.test_attacks_support import fedavg_run_dir, query_run_dir, secagg_view
 
+# Iteration caps only: the default 1 s time caps stop an inversion at a load-dependent step, and two identical
+# attack runs on a busy machine then differed (0.00105 against 0.00183), which the determinism check would flag.
 TINY = Budget(name="tiny", max_targets=None, max_records=2, dlg_iters=2, dlg_inner=4, ig_iters=8, multistep_iters=4, prior_samples=8,
-             attribute_shadow_clients=32, mi_shadows=0)
+             attribute_shadow_clients=32, mi_shadows=0, dlg_seconds=None, ig_seconds=None, multistep_seconds=None)
 
 
 @pytest.fixture(scope="module")
