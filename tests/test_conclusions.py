@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from simulator.report.conclusions import conclusions, paired_difference, verdict
+from simulator.report.conclusions import conclusions, paired_difference, points_compared, verdict
 
 
 def _results(values: dict[tuple[str, int, str], tuple[float, float]]) -> pd.DataFrame:
@@ -65,3 +65,25 @@ def test_unpaired_patients_are_not_compared():
     values = {("mu-ft", 0, "a"): (0.5, 0.6), ("fedavg", 0, "b"): (0.5, 0.7)}
     assert paired_difference(_results(values), "personal_macro_auroc", "mu-ft", "fedavg") is None
     assert conclusions(_results({("fedavg", 0, "a"): (0.5, 0.7)})).empty  # no mu-ft: nothing to conclude
+
+
+def test_sweep_points_are_compared_with_the_first_point_by_hand():
+    """A sweep's results.csv (a point column): p01 and p02 against p00, per scheme, paired per (seed, client)."""
+    # mu-ft's gains per (point, seed) for clients c0/c1; p01 - p00 per seed: 0.10, 0.12, 0.14; p02 - p00: 0, 0, 0.
+    gains = {("p00", 0): (0.10, 0.10), ("p00", 1): (0.20, 0.00), ("p00", 2): (0.10, 0.10),
+             ("p01", 0): (0.20, 0.20), ("p01", 1): (0.30, 0.14), ("p01", 2): (0.24, 0.24),
+             ("p02", 0): (0.10, 0.10), ("p02", 1): (0.20, 0.00), ("p02", 2): (0.10, 0.10)}
+    parts = [_results({("mu-ft", seed, f"c{i}"): (0.5, 0.5 + g[i]) for i in range(2)}).assign(point=p)
+             for (p, seed), g in gains.items()]
+    table = points_compared(pd.concat(parts, ignore_index=True), reference="p00")
+    gain = table[table["metric"] == "improvement_macro_auroc"].set_index("point")
+    assert list(gain.index) == ["p01", "p02"] and set(gain["scheme"]) == {"mu-ft"}
+    seed_means = [0.10, 0.12, 0.14]
+    mean = sum(seed_means) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in seed_means) / 2)
+    half = 6.205346816 * sd / math.sqrt(3)  # t(1 - 0.025/2, 2 df): two points compared with the reference
+    row = gain.loc["p01"]
+    assert row["difference"] == pytest.approx(mean) and row["level"] == pytest.approx(0.975)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - half, mean + half), rel=1e-6)
+    assert row["verdict"] == "better" and row["n_seeds"] == 3 and row["n_pairs"] == 6  # 0.12 +- 0.072
+    assert gain.loc["p02", "difference"] == pytest.approx(0.0) and gain.loc["p02", "verdict"] == "no detectable difference"

@@ -141,6 +141,8 @@ def test_the_sweep_report_draws_epsilon_against_gain(sweep_run):
     run, _ = sweep_run
     text = (run / "report.md").read_text()
     assert "## Sweep" in text and "points/p01/report.md" in text
+    assert "### Points compared with p00 (schemes.dp-fedavg.noise_multiplier=0.5)" in text  # paired, per scheme
+    assert "| dp-fedavg | p01 (schemes.dp-fedavg.noise_multiplier=2) | Δ macro-AUROC |" in text
     assert (run / "figures" / "epsilon-vs-gain.png").is_file() and "epsilon-vs-gain.png" in text
     assert (run / "figures" / "gain-vs-0.png").is_file()  # gain against the swept noise multiplier
     rerender = CliRunner().invoke(app, ["report", str(run)])

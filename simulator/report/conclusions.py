@@ -74,6 +74,27 @@ def verdict(row: dict, higher_is_better: bool) -> str:
     return "no detectable difference"
 
 
+def points_compared(results: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """A sweep's points against its reference point, per scheme: (point - reference) of Δ macro-AUROC and of
+    forgetting, paired per (seed, client) as in `conclusions` (the points share the seed's cohort; what differs is
+    the swept setting, e.g. the pretrained model), with Bonferroni over the points compared. ``results`` has a
+    `point` column (the sweep folder's results.csv). Columns: scheme, point, then COLUMNS with `point` for `scheme`."""
+    rows = []
+    for scheme in sorted_schemes(results["scheme"]):
+        # the point takes the scheme's place, so the derived gains and the pairing are per point
+        one = results[results["scheme"] == scheme]
+        by_point = with_derived(one.assign(scheme=one["point"].astype(str)).drop(columns="point"))
+        others = [p for p in dict.fromkeys(by_point["scheme"]) if p != reference]
+        for compared in COMPARED[:2]:  # bytes do not depend on a pretraining setting
+            present = [p for p in others if paired_difference(by_point, compared.metric, p, reference) is not None]
+            level = 1 - (1 - FAMILY_LEVEL) / max(1, len(present))
+            for point in present:
+                row = paired_difference(by_point, compared.metric, point, reference, level)
+                rows.append({"scheme": scheme, "point": point, "metric": compared.metric, **row,
+                             "verdict": verdict(row, compared.higher_is_better)})
+    return pd.DataFrame(rows, columns=["scheme", "point", *[c for c in COLUMNS if c != "scheme"]])
+
+
 def conclusions(results: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     """One row per (metric, other scheme): COLUMNS. Empty when the reference scheme did not run."""
     frame = with_derived(results)

@@ -19,6 +19,7 @@ from simulator.report.document import Block, Heading, Image, Para, Table, to_htm
 from simulator.report.files import write_atomic
 from simulator.report.fmt import MISSING, finite, fmt_stat
 from simulator.report.load import load_run
+from simulator.report.conclusions import COMPARED, points_compared
 from simulator.report.tables import LEAKAGE, QUANTITIES, leak_verdicts, lookup, scheme_summary, sorted_schemes
 
 FIGURES_DIR = "figures"
@@ -198,6 +199,7 @@ def build_sweep_report(run_dir: Path) -> tuple[str, list[Block], dict[str, bytes
             rows.append([row["point"], *(row[k] for k in keys), s, *cells, leak_verdicts(part, s)])
     blocks += [Heading("Per point and scheme", 3),
                Table(["point", *keys, "scheme", *(QUANTITIES[q].label for q in SHOWN), "leaks (calibrated)"], rows)]
+    blocks += _points_compared_blocks(Path(run_dir), points)
     figures: dict[str, bytes] = {}
     blocks.append(Heading("Trade-offs"))
     made = [(f"gain-vs-{i}.png", gain_vs_key_png(points, summary, k), f"personal gain vs {k}") for i, k in enumerate(keys)]
@@ -212,6 +214,28 @@ def build_sweep_report(run_dir: Path) -> tuple[str, list[Block], dict[str, bytes
         blocks.append(Para("No trade-off plot applies: the swept values are not numeric, no scheme reports ε and "
                            "nothing was attacked."))
     return f"mupriv sweep report: {Path(run_dir).name}", blocks, figures
+
+
+def _points_compared_blocks(run_dir: Path, points: pd.DataFrame) -> list[Block]:
+    """Each point against the first, paired per patient (simulator.report.conclusions.points_compared)."""
+    path = run_dir / "results.csv"
+    if len(points) < 2 or not path.is_file():
+        return []
+    table = points_compared(pd.read_csv(path), reference=str(points["point"].iloc[0]))
+    if table.empty:
+        return []
+    labels = {c.metric: c.label for c in COMPARED}
+    keys = [c for c in points.columns if c != "point"]
+    settings = {p: ", ".join(f"{k}={row[k]}" for k in keys) for p, (_, row) in zip(points["point"], points.iterrows())}
+    rows = [[r.scheme, f"{r.point} ({settings.get(r.point, '')})", labels[r.metric], f"{r.difference:+.3f}",
+             f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]", f"{r.level:.4g}", r.basis, r.verdict] for r in table.itertuples()]
+    first = points["point"].iloc[0]
+    return [Heading(f"Points compared with {first} ({settings[first]})", 3),
+            Para("Point minus the reference point, paired per patient (same seed and client: the same cohort and "
+                 "records; the swept setting differs), with the Student-t interval over seed means (over patients "
+                 "with one seed), Bonferroni-adjusted over the points compared. \"better\" means the point's value "
+                 "is better than the reference's (higher Δ macro-AUROC, lower forgetting)."),
+            Table(["scheme", "point", "metric", "difference", "interval", "level", "basis", "verdict"], rows)]
 
 
 def render_sweep_report(run_dir: str | Path) -> tuple[Path, Path]:
