@@ -75,7 +75,20 @@ def test_sweep_points_are_compared_with_the_first_point_by_hand():
              ("p02", 0): (0.10, 0.10), ("p02", 1): (0.20, 0.00), ("p02", 2): (0.10, 0.10)}
     parts = [_results({("mu-ft", seed, f"c{i}"): (0.5, 0.5 + g[i]) for i in range(2)}).assign(point=p)
              for (p, seed), g in gains.items()]
+    # each seed's pretrained model scored 0.80/0.82/0.84 (p00) and 0.85/0.86/0.87 (p01) on the source before the
+    # device trained: results.csv holds it as the score after plus the forgetting (0.1 and 0.05 per client)
+    before = {"p00": (0.80, 0.82, 0.84), "p01": (0.85, 0.86, 0.87), "p02": (0.80, 0.82, 0.84)}
+    for p, scores in before.items():
+        for seed, score in enumerate(scores):
+            for i, drop in enumerate((0.1, 0.05)):
+                parts.append(pd.DataFrame([
+                    {"seed": seed, "scheme": "mu-ft", "client": f"c{i}", "metric": "source_macro_auroc", "value": score - drop, "point": p},
+                    {"seed": seed, "scheme": "mu-ft", "client": f"c{i}", "metric": "forgetting_macro_auroc", "value": drop, "point": p}]))
     table = points_compared(pd.concat(parts, ignore_index=True), reference="p00")
+    source = table[table["metric"] == "pretrained_source_macro_auroc"].set_index("point").loc["p01"]
+    half = 6.205346816 * 0.01 / math.sqrt(3)  # differences 0.05, 0.04, 0.03: mean 0.04, sd 0.01
+    assert (source["difference"], source["ci_low"], source["ci_high"]) == pytest.approx((0.04, 0.04 - half, 0.04 + half))
+    assert source["verdict"] == "better"
     gain = table[table["metric"] == "improvement_macro_auroc"].set_index("point")
     assert list(gain.index) == ["p01", "p02"] and set(gain["scheme"]) == {"mu-ft"}
     seed_means = [0.10, 0.12, 0.14]

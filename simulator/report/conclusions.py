@@ -39,6 +39,15 @@ COMPARED = (
     Compared("bytes_up", "bytes up / client", False),
 )
 
+# What a sweep's points are compared on: bytes do not depend on a pretraining setting; the pretrained model's
+# source score (forgetting + source score after: what it scored before the device trained) and the patient's final
+# score do, and the seed paper's claims are about them.
+POINT_COMPARED = (
+    Compared("pretrained_source_macro_auroc", "pretrained model's source macro-AUROC", True),
+    Compared("personal_macro_auroc", "personal macro-AUROC after", True),
+    *COMPARED[:2],
+)
+
 COLUMNS = ("metric", "scheme", "difference", "ci_low", "ci_high", "level", "n_seeds", "n_pairs", "basis", "verdict")
 
 
@@ -75,17 +84,17 @@ def verdict(row: dict, higher_is_better: bool) -> str:
 
 
 def points_compared(results: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """A sweep's points against its reference point, per scheme: (point - reference) of Δ macro-AUROC and of
-    forgetting, paired per (seed, client) as in `conclusions` (the points share the seed's cohort; what differs is
+    """A sweep's points against its reference point, per scheme: (point - reference) of POINT_COMPARED, paired
+    per (seed, client) as in `conclusions` (the points share the seed's cohort; what differs is
     the swept setting, e.g. the pretrained model), with Bonferroni over the points compared. ``results`` has a
     `point` column (the sweep folder's results.csv). Columns: scheme, point, then COLUMNS with `point` for `scheme`."""
     rows = []
     for scheme in sorted_schemes(results["scheme"]):
         # the point takes the scheme's place, so the derived gains and the pairing are per point
         one = results[results["scheme"] == scheme]
-        by_point = with_derived(one.assign(scheme=one["point"].astype(str)).drop(columns="point"))
+        by_point = _with_pretrained_source(with_derived(one.assign(scheme=one["point"].astype(str)).drop(columns="point")))
         others = [p for p in dict.fromkeys(by_point["scheme"]) if p != reference]
-        for compared in COMPARED[:2]:  # bytes do not depend on a pretraining setting
+        for compared in POINT_COMPARED:
             present = [p for p in others if paired_difference(by_point, compared.metric, p, reference) is not None]
             level = 1 - (1 - FAMILY_LEVEL) / max(1, len(present))
             for point in present:
@@ -93,6 +102,18 @@ def points_compared(results: pd.DataFrame, reference: str) -> pd.DataFrame:
                 rows.append({"scheme": scheme, "point": point, "metric": compared.metric, **row,
                              "verdict": verdict(row, compared.higher_is_better)})
     return pd.DataFrame(rows, columns=["scheme", "point", *[c for c in COLUMNS if c != "scheme"]])
+
+
+def _with_pretrained_source(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add pretrained_source_macro_auroc = source_macro_auroc + forgetting_macro_auroc per (seed, scheme, client)."""
+    keys = ["seed", "scheme", "client"]
+    after = frame[frame["metric"] == "source_macro_auroc"][[*keys, "value"]]
+    drop = frame[frame["metric"] == "forgetting_macro_auroc"][[*keys, "value"]]
+    both = after.merge(drop, on=keys, suffixes=("_after", "_drop"))
+    if both.empty:
+        return frame
+    both = both.assign(metric="pretrained_source_macro_auroc", value=both["value_after"] + both["value_drop"])
+    return pd.concat([frame, both[[*keys, "metric", "value"]]], ignore_index=True)
 
 
 def conclusions(results: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:

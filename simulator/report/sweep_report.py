@@ -19,7 +19,7 @@ from simulator.report.document import Block, Heading, Image, Para, Table, to_htm
 from simulator.report.files import write_atomic
 from simulator.report.fmt import MISSING, finite, fmt_stat
 from simulator.report.load import load_run
-from simulator.report.conclusions import COMPARED, points_compared
+from simulator.report.conclusions import POINT_COMPARED, points_compared
 from simulator.report.tables import LEAKAGE, QUANTITIES, leak_verdicts, lookup, scheme_summary, sorted_schemes
 
 FIGURES_DIR = "figures"
@@ -224,7 +224,7 @@ def _points_compared_blocks(run_dir: Path, points: pd.DataFrame) -> list[Block]:
     table = points_compared(pd.read_csv(path), reference=str(points["point"].iloc[0]))
     if table.empty:
         return []
-    labels = {c.metric: c.label for c in COMPARED}
+    labels = {c.metric: c.label for c in POINT_COMPARED}
     keys = [c for c in points.columns if c != "point"]
     settings = {p: ", ".join(f"{k}={row[k]}" for k in keys) for p, (_, row) in zip(points["point"], points.iterrows())}
     rows = [[r.scheme, f"{r.point} ({settings.get(r.point, '')})", labels[r.metric], f"{r.difference:+.3f}",
@@ -234,7 +234,9 @@ def _points_compared_blocks(run_dir: Path, points: pd.DataFrame) -> list[Block]:
             Para("Point minus the reference point, paired per patient (same seed and client: the same cohort and "
                  "records; the swept setting differs), with the Student-t interval over seed means (over patients "
                  "with one seed), Bonferroni-adjusted over the points compared. \"better\" means the point's value "
-                 "is better than the reference's (higher Δ macro-AUROC, lower forgetting)."),
+                 "is better than the reference's (higher scores and Δ macro-AUROC, lower forgetting). The pretrained "
+                 "model's source score is forgetting plus the source score after: what the seed's pretrained model "
+                 "scored on the server's evaluation records (its holdout, when the run has one)."),
             Table(["scheme", "point", "metric", "difference", "interval", "level", "basis", "verdict"], rows)]
 
 
