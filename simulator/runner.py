@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from simulator.config import parse_fail
 from simulator.curves import round_curves
 from simulator.engine.api import FederationResult, run_federation
 from simulator.ledger import DOWN, UP, WireLedger
+from simulator.scheme_record import DataFormat, DPParams, SchemeRecord, Threat
 from simulator.study import Study
 
 # failures.csv (per scheme run; a simulate run folder adds a seed column in front)
@@ -75,7 +75,7 @@ class SchemeRun:
         self.save_models(directory, study)
         _atomic_text(directory / "clients.csv", self.table.to_csv(index=False, float_format="%.10g"))
         _atomic_text(directory / layout.FAILURES_FILE, self.failures(study).to_csv(index=False))
-        _atomic_text(directory / layout.SCHEME_FILE, json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
+        _atomic_text(directory / layout.SCHEME_FILE, self.record(study).to_json())
         return directory
 
     def failures(self, study: Study) -> pd.DataFrame:
@@ -113,35 +113,36 @@ class SchemeRun:
             torch.save({n: t.detach().clone() for n, t in probe["state"].items()}, buf)
             atomic_write(path, buf.getvalue())
 
-    def describe(self, study: Study) -> dict[str, Any]:
+    def record(self, study: Study) -> SchemeRecord:
+        """scheme.json's content: what the scheme was, as the server knows it (simulator.scheme_record)."""
         ft = self.setup.finetune
         params = dataclasses.asdict(self.params)
         # the DP parameters the devices used: the setup's, after preflight (a target_epsilon resolved into a noise
         # multiplier), not the configured ones; the attacker's threat model reads this block
         used = self.setup.params
         dp = {k: used[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode", "noise") if k in used} or None
-        return {
-            "scheme": self.scheme.name,
-            "summary": self.scheme.summary,
-            "params": params,
-            "model": study.config.model.to_dict(),
-            "seed": self.setup.seed,
-            "observable": self.scheme.observable,
-            "shared_parts": list(self.scheme.shared_parts),
-            "device_parts": list(self.scheme.device_parts),
-            "threat": {"optimizer": "adamw", "lr": ft["lr"], "local_epochs": params.get("local_epochs", ft["epochs"]),
-                       "batch_size": ft["batch_size"], "pos_weight": ft["pos_weight"], "weight_decay": ft["weight_decay"],
-                       "kernel_lr": ft["kernel_lr"],
-                       # DP-SGD on the device (baselines.dp_local) keeps the learning rate constant; every other
-                       # local training follows train_phase's cosine schedule
-                       "schedule": "constant" if (dp or {}).get("mode") == "dp-sgd" else "cosine"},
+        return SchemeRecord(
+            scheme=self.scheme.name,
+            summary=self.scheme.summary,
+            params=params,
+            model=study.config.model.to_dict(),
+            seed=self.setup.seed,
+            observable=self.scheme.observable,
+            shared_parts=tuple(self.scheme.shared_parts),
+            device_parts=tuple(self.scheme.device_parts),
+            threat=Threat(optimizer="adamw", lr=ft["lr"], local_epochs=params.get("local_epochs", ft["epochs"]),
+                          batch_size=ft["batch_size"], pos_weight=ft["pos_weight"], weight_decay=ft["weight_decay"],
+                          kernel_lr=ft["kernel_lr"],
+                          # DP-SGD on the device (baselines.dp_local) keeps the learning rate constant; every other
+                          # local training follows train_phase's cosine schedule
+                          schedule="constant" if (dp or {}).get("mode") == "dp-sgd" else "cosine"),
             # the public input format: the attacker needs it to shape its dummy records and band limit
-            "data": {k: getattr(study.config.data, k) for k in ("length", "fs", "scale")},
-            "dp": dp,
-            "clients": [c.id for c in study.clients],
-            "partition_to_client": {str(c.partition): c.id for c in study.clients},
-            "engine": self.federation.engine,
-        }
+            data=DataFormat(**{k: getattr(study.config.data, k) for k in ("length", "fs", "scale")}),
+            dp=None if dp is None else DPParams(**dp),
+            clients=tuple(c.id for c in study.clients),
+            partition_to_client={c.partition: c.id for c in study.clients},
+            engine=self.federation.engine,
+        )
 
 
 def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> SchemeSetup:
