@@ -219,6 +219,9 @@ def _mount_subcommands() -> None:
     from simulator.cli_attack import attack_command
 
     app.command("attack")(user_errors(attack_command))
+    from simulator.cli_export import export_command
+
+    app.command("export")(user_errors(export_command))
     from simulator.cli_report import compare_command, report_command
 
     app.command("report")(user_errors(report_command))
