@@ -51,6 +51,8 @@ AUDIT_FILE = "audit.csv"
 FAILURES_FILE = "failures.csv"
 PRETRAINED_DIR = "pretrained"
 ROUNDS_FILE = "rounds.csv"
+# failures.csv's columns (per scheme run; a simulate run folder adds a seed column in front)
+FAILURE_COLUMNS = ("scheme", "client", "round", "message_type", "error")
 
 
 def truth_file(run_dir: Path, client: str) -> Path:

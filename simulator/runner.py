@@ -39,9 +39,6 @@ from simulator.ledger import DOWN, UP, WireLedger
 from simulator.scheme_record import DataFormat, DPParams, SchemeRecord, Threat
 from simulator.study import Study
 
-# failures.csv (per scheme run; a simulate run folder adds a seed column in front)
-FAILURE_COLUMNS = ("scheme", "client", "round", "message_type", "error")
-
 # Hyperparameters a device trains with; a curious server knows them (they are in every train config).
 _FINETUNE_KEYS = ("epochs", "lr", "kernel_lr", "weight_decay", "batch_size", "pos_weight")
 
@@ -98,7 +95,7 @@ class SchemeRun:
             # clients than its threshold) would otherwise pass for "nothing changed"
             rows = [{"scheme": self.scheme.name, "client": c.id, "round": "", "message_type": "",
                      "error": f"trained in none of the {rounds} rounds, without an error reply"} for c in study.clients]
-        frame = pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(layout.FAILURE_COLUMNS))
         return frame.sort_values(["client", "round"], key=lambda c: c.astype(str), kind="stable").reset_index(drop=True)
 
     def save_models(self, directory: Path, study: Study) -> None:

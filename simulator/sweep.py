@@ -35,6 +35,7 @@ import torch
 
 from simulator.config import RunConfig, parse_config
 from simulator.errors import MuprivError
+from simulator.run_files import atomic_csv, atomic_text, toml_safe
 
 SWEEP_PLAN = "sweep-plan.json"
 SWEEP_FILE = "sweep.csv"
@@ -189,7 +190,6 @@ def start_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("
     import tomli_w  # pylint: disable=import-outside-toplevel
 
     from simulator import layout  # pylint: disable=import-outside-toplevel
-    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
 
     check_axes(cfg, axes)
     if attack_budget is not None:
@@ -200,8 +200,8 @@ def start_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("
     final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
     plan = SweepPlan(final_name, axes, data_path, cfg.attacks.enabled if attack is None else attack,
                      attack_budget or cfg.attacks.budget)
-    sim._atomic_text(work / "config.toml", tomli_w.dumps(sim._toml_safe(cfg.to_toml_dict())))
-    sim._atomic_text(work / SWEEP_PLAN, plan.to_json())
+    atomic_text(work / "config.toml", tomli_w.dumps(toml_safe(cfg.to_toml_dict())))
+    atomic_text(work / SWEEP_PLAN, plan.to_json())
     return work
 
 
@@ -235,8 +235,8 @@ def _fill_sweep(work: Path, cfg: RunConfig, plan: SweepPlan, say) -> Path:  # no
         point_plan = sim.Plan(final_name=point, seeds=tuple(pcfg.study_seeds()), schemes=tuple(pcfg.schemes.run),
                               data_path=plan.data_path, attack=plan.attack, attack_budget=plan.attack_budget,
                               threads=torch.get_num_threads())
-        sim._atomic_text(partial / "config.toml", tomli_w.dumps(sim._toml_safe(pcfg.to_toml_dict())))
-        sim._atomic_text(partial / sim.PLAN_NAME, json.dumps(dataclasses.asdict(point_plan), indent=2) + "\n")
+        atomic_text(partial / "config.toml", tomli_w.dumps(toml_safe(pcfg.to_toml_dict())))
+        atomic_text(partial / sim.PLAN_NAME, json.dumps(dataclasses.asdict(point_plan), indent=2) + "\n")
         sim.resume(partial, on_step=step)
     say("assembling the sweep")
     _assemble_sweep(work, plan, names, points)
@@ -253,10 +253,9 @@ def _fill_sweep(work: Path, cfg: RunConfig, plan: SweepPlan, say) -> Path:  # no
 
 def _assemble_sweep(work: Path, plan: SweepPlan, names: list[str], points: list[tuple[Setting, ...]]) -> None:
     from simulator import layout  # pylint: disable=import-outside-toplevel
-    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
 
     table = pd.DataFrame([{"point": n, **{k: toml_text(v) for k, v in settings}} for n, settings in zip(names, points)])
-    sim._atomic_csv(table, work / SWEEP_FILE)
+    atomic_csv(table, work / SWEEP_FILE)
     for name in ("results.csv", layout.LEAKAGE_FILE):
         parts = []
         for point in names:
@@ -266,4 +265,4 @@ def _assemble_sweep(work: Path, plan: SweepPlan, names: list[str], points: list[
                 frame.insert(0, "point", point)
                 parts.append(frame)
         if parts:
-            sim._atomic_csv(pd.concat(parts, ignore_index=True), work / name)
+            atomic_csv(pd.concat(parts, ignore_index=True), work / name)
