@@ -26,18 +26,18 @@ import torch
 from baselines.deploy import SCHEME_APPS
 from baselines.registry import Scheme, get_scheme
 from baselines.setup import ROUNDS_DIR, SchemeSetup, probe_model, read_probe, read_round_probes
-from simulator.core.cost import phase_cost
-from simulator.core.metrics import ClassificationMetrics
-from simulator.core.model import TDSSM
 from simulator.core.phases import evaluate
 from simulator import layout
 from simulator.atomic import atomic_write
+from simulator.client_scores import device_scores, prefixed
 from simulator.config import parse_fail
 from simulator.curves import round_curves
+from simulator.device_cost import device_cost
 from simulator.engine.api import FederationResult, run_federation
-from simulator.ledger import DOWN, UP, WireLedger
+from simulator.ledger import WireLedger
 from simulator.scheme_record import DataFormat, DPParams, SchemeRecord, Threat
 from simulator.study import Study
+from simulator.wire_counts import wire_counts
 
 # Hyperparameters a device trains with; a curious server knows them (they are in every train config).
 _FINETUNE_KEYS = ("epochs", "lr", "kernel_lr", "weight_decay", "batch_size", "pos_weight")
@@ -225,52 +225,38 @@ class _DataPaths:
 
 # ------------------------------------------------------------------------------------------- evaluation
 def client_table(study: Study, scheme: Scheme, params: Any, result: FederationResult, probe_dir: Path) -> pd.DataFrame:
-    """One row per client: personal and source metrics of its final model, forgetting, bytes, cost, epsilon."""
+    """One row per client: personal and source metrics of its final model, forgetting (simulator.client_scores),
+    bytes and rounds (simulator.wire_counts), the device cost (simulator.device_cost), epsilon and errors."""
     pretrained = study.pretrained()
     source_before = evaluate(pretrained, study.source_test)
     frame = result.ledger.to_frame()
-    cost = _device_cost(study, scheme)
+    cost = device_cost(study, scheme)
     errors = result.errors()
     rows = []
     for c in study.clients:
         row: dict[str, Any] = {"scheme": scheme.name, "client": c.id}
         before = evaluate(pretrained, c.test)
-        row.update(_prefixed("pretrained_personal", before))
+        row.update(prefixed("pretrained_personal", before))
         probe = read_probe(probe_dir, c.partition)
         if probe is None:
             row["error"] = _client_error(errors, c.partition) or "device left no final model"
         else:
             model = probe_model(study.config.model, probe["state"])
-            row.update(_prefixed("personal", evaluate(model, c.test)))
-            after_source = evaluate(model, study.source_test)
-            row.update(_prefixed("source", after_source))
-            row["forgetting_macro_auroc"] = source_before.macro_auroc - after_source.macro_auroc
-            row["forgetting_macro_f1"] = source_before.macro_f1 - after_source.macro_f1
-            tally = probe.get("tally", {})
-            row["wall_s"] = float(tally.get("wall_s", 0.0))
-            row["local_steps"] = int(tally.get("local_steps", 0))
-            if "epsilon" in tally:
-                row["epsilon"] = float(tally["epsilon"])
+            row.update(device_scores(model, c.test, study.source_test, source_before))
+            row.update(_tally(probe))
             row["error"] = _client_error(errors, c.partition) or ""
-        mine = frame[frame["partition_id"] == c.partition]
-        up, down = mine[mine["direction"] == UP], mine[mine["direction"] == DOWN]
-        row["bytes_up"] = int(up["bytes"].sum())
-        row["bytes_down"] = int(down["bytes"].sum())
-        row["content_bytes_up"] = int(up["content_bytes"].sum())
-        row["params_up"] = int(up["n_params"].sum())
-        row["messages_up"] = int(len(up))
-        row["rounds"] = int(mine.loc[(mine["direction"] == DOWN) & mine["message_type"].str.startswith("train"), "round"].nunique())
-        row["failed_rounds"] = int(errors.loc[errors["partition_id"] == c.partition, "round"].nunique())
+        row.update(wire_counts(frame, errors, c.partition))
         row.update(cost)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _prefixed(prefix: str, m: ClassificationMetrics) -> dict[str, float]:
-    out = {f"{prefix}_macro_auroc": m.macro_auroc, f"{prefix}_macro_f1": m.macro_f1}
-    if prefix != "source":
-        out.update({f"{prefix}_auroc_{c}": m.auroc[c] for c in m.class_names})
-        out.update({f"{prefix}_f1_{c}": m.f1[c] for c in m.class_names})
+def _tally(probe: dict[str, Any]) -> dict[str, Any]:
+    """What the device counted itself: its training wall time, local steps and (DP-SGD) epsilon."""
+    tally = probe.get("tally", {})
+    out: dict[str, Any] = {"wall_s": float(tally.get("wall_s", 0.0)), "local_steps": int(tally.get("local_steps", 0))}
+    if "epsilon" in tally:
+        out["epsilon"] = float(tally["epsilon"])
     return out
 
 
@@ -287,17 +273,6 @@ def short_reason(reason: Any) -> str:
     text = "" if reason is None else str(reason)
     m = _FLOWER_REASON.match(text)
     return f"{m.group(1)}: {m.group(2)}" if m else text
-
-
-def _device_cost(study: Study, scheme: Scheme) -> dict[str, float]:
-    """What one on-device training step costs (counted on the real graph), for the parts the device trains."""
-    if not scheme.device_parts:
-        return {"trainable_params": 0, "flops_per_step": 0, "peak_memory_bytes": 0}
-    phase = study.config.finetune.phase()
-    phase = dataclasses.replace(phase, name=scheme.name, parts=tuple(scheme.device_parts))
-    cost = phase_cost(TDSSM(study.config.model), phase, study.config.data.length)
-    return {"trainable_params": cost.trainable_params, "flops_per_step": cost.step_flops,
-            "peak_memory_bytes": cost.memory_bytes}
 
 
 def to_long(table: pd.DataFrame, seed: int) -> pd.DataFrame:
