@@ -18,7 +18,7 @@ from attacks.labels import calibrate_counts, estimate_labels, gradient_like, mot
 from attacks.model import attacker_model, bce_loss, kernel_param_names
 from attacks.observe import Observation
 from attacks.priors import PopulationPrior, lag_range
-from attacks.simulate import MatchProblem
+from attacks.replay import MatchProblem
 from attacks.threat import NOT_APPLICABLE_NOTHING, attacks_for
 
 

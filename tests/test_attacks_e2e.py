@@ -22,7 +22,7 @@ from attacks.observe import observe_run
 from attacks.run import attack_observations, attack_run, score_results
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
-from tests.test_attacks_support import fedavg_run_dir, query_run_dir, secagg_view
+from tests.attack_fixtures import fedavg_run_dir, query_run_dir, secagg_view
 
 TINY = Budget(name="tiny", max_targets=None, max_records=2, dlg_iters=2, dlg_inner=4, ig_iters=8, multistep_iters=4, prior_samples=8,
              attribute_shadow_clients=32, mi_shadows=0)

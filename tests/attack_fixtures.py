@@ -1,4 +1,4 @@
-"""Shared builders for the attack tests (no tests here): a small TDSSM FedAvg federation on Flower
+"""Fixtures for the attack tests, not tests (pytest collects nothing here): a small TDSSM FedAvg federation on Flower
 that writes a scheme run directory (scheme.json, ledger/, truth/) like the schemes do."""
 from __future__ import annotations
 
