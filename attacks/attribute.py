@@ -31,15 +31,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from attacks.observe import Observation
+from attacks.result import AttackContext, AttackResult
 from attacks.shadow_updates import DEVICE_SPREAD, SHADOW_CLIENTS, DeviceSpread, ShadowSet, shadow_updates
-
-if TYPE_CHECKING:  # attacks.suite calls this module: its classes are imported where they are built
-    from attacks.suite import AttackContext, AttackResult
 
 ATTACK = "attribute"
 FEATURE_SETS: dict[str, str] = {
@@ -258,8 +256,6 @@ def train_classifier(shadow: ShadowSet, names: list[str], max_dims: int = MAX_DI
 
 # ------------------------------------------------------------------------------------------ the attack
 def _result(i: int, obs: Observation, **kw: Any) -> AttackResult:
-    from attacks.suite import AttackResult  # pylint: disable=import-outside-toplevel  # suite imports this module
-
     return AttackResult(ATTACK, i, obs.threat.name, **kw)
 
 

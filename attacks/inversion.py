@@ -7,7 +7,7 @@
   decay, several restarts, box constraint, and 1-D priors in place of image total variation (total
   variation along time, the prior's power spectrum, periodicity, limb-lead consistency).
 - Multi-step: Inverting Gradients' objective on the update of the client's unrolled local steps
-  (`attacks.simulate.unrolled_update`) instead of one gradient.
+  (`attacks.replay.unrolled_update`) instead of one gradient.
 
 Every run stops on convergence (the best objective improved by less than `tol`, relative, over the last
 `window` checks), on its iteration cap or on its time cap, whichever comes first, and says which. Labels
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from attacks.priors import einthoven, periodicity
-from attacks.simulate import MatchProblem, one_step_update, unrolled_update
+from attacks.replay import MatchProblem, one_step_update, unrolled_update
 
 # Stop reasons (Reconstruction.stop_reason).
 CONVERGED = "converged"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from attacks.observe import LocalTraining
-from attacks.simulate import lr_at
+from attacks.replay import lr_at
 
 
 def motor_bias_name(n_layers: int = 3) -> str:

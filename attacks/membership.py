@@ -169,7 +169,7 @@ def _shared(names: Iterable[str], cfg: ModelConfig) -> tuple[str, ...] | None:
 
 
 def _device_parts(info: RunInfo) -> tuple[str, ...]:
-    parts = tuple(p for p in (info.raw.get("device_parts") or PARTS) if p in PARTS)
+    parts = tuple(p for p in (info.record.device_parts or PARTS) if p in PARTS)
     return parts or PARTS
 
 
@@ -324,7 +324,7 @@ def shadow_caveats(info: RunInfo, target: MembershipTarget) -> list[str]:
         out.append("shadows train without the scheme's DP clipping and noise")
     if info.scheme == "fedrep":
         out.append("shadows train every device part jointly (FedRep trains the head first, then the body)")
-    if target.kind == "client-update" and info.raw.get("shared_parts") and set(info.raw["shared_parts"]) != set(PARTS):
+    if target.kind == "client-update" and info.record.shared_parts and set(info.record.shared_parts) != set(PARTS):
         out.append("the client's personal parts are unknown: the update is applied to the last full model sent")
     if target.recipe is not None and target.recipe.clients > 1:
         out.append("shadow clients are drawn from one public pool (the real clients' data differ from each other)")

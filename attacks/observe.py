@@ -11,8 +11,8 @@ carried so that the evaluation can join ground truth afterwards; no attack reads
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -23,12 +23,12 @@ import numpy as np
 from attacks.threat import AGGREGATE, NOTHING, ThreatModel, threat_for
 from simulator.core.model import ModelConfig, TDSSM
 from simulator.data.preprocess import DEFAULT_INPUT
+from simulator import layout
 from simulator.errors import MuprivError
 from simulator.ledger import DOWN, UP, WireLedger
+from simulator.scheme_record import SchemeRecord
 
 SERVER = "server"  # ledger direction of what the server learns after SecAgg+ unmasking
-SCHEME_FILE = "scheme.json"
-LEDGER_DIR = "ledger"
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """scheme.json, parsed."""
+    """scheme.json as the attacker uses it: the record, with the model config, local training and threat model
+    resolved."""
 
     scheme: str
     params: dict[str, Any]
@@ -81,7 +82,7 @@ class RunInfo:
     dp: dict[str, Any] | None
     data: DataSpec
     threat: ThreatModel
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    record: SchemeRecord = field(repr=False)  # the file as written (simulator.scheme_record)
 
 
 @dataclass
@@ -118,32 +119,17 @@ class Observation:
 
 
 # ------------------------------------------------------------------------------------------ scheme.json
-def _first(d: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if k in d and d[k] is not None:
-            return d[k]
-    return default
-
-
-def training_from(threat: dict[str, Any], params: dict[str, Any]) -> LocalTraining:
-    """LocalTraining from scheme.json's "threat" block (and the scheme's params for FedProx's mu)."""
-    opt = str(_first(threat, "optimizer", default="adamw")).lower()
-    if opt not in ("adamw", "sgd", "adam"):
-        raise MuprivError(f"scheme.json threat.optimizer {opt!r} is not adamw or sgd")
-    opt = "adamw" if opt == "adam" else opt
-    kernel_lr = _first(threat, "kernel_lr", "kernel-lr")
-    pos_weight = _first(threat, "pos_weight", "pos-weight", default=6.0)
+def training_from(record: SchemeRecord) -> LocalTraining:
+    """LocalTraining from scheme.json's threat block (and FedProx's ``mu`` from the scheme's params). A run written
+    before the record held the kernel learning rate or the schedule gets the same lr for the kernel and the schedule
+    its optimiser had then (cosine for AdamW, constant for SGD)."""
+    t = record.threat
     return LocalTraining(
-        optimizer=opt,
-        lr=float(_first(threat, "lr", default=3e-3)),
-        kernel_lr=None if kernel_lr is None else float(kernel_lr),
-        weight_decay=float(_first(threat, "weight_decay", "weight-decay", default=0.01 if opt == "adamw" else 0.0)),
-        local_epochs=int(_first(threat, "local_epochs", "local-epochs", default=1)),
-        batch_size=int(_first(threat, "batch_size", "batch-size", default=32)),
-        pos_weight=None if pos_weight is None else float(pos_weight),
-        schedule=str(_first(threat, "schedule", "lr_schedule", default="cosine" if opt == "adamw" else "constant")),
-        momentum=float(_first(threat, "momentum", default=0.0)),
-        prox_mu=float(_first(threat, "prox_mu", "proximal_mu", default=_first(params, "proximal_mu", "mu", "prox_mu", default=0.0))),
+        optimizer=t.optimizer, lr=float(t.lr), kernel_lr=None if t.kernel_lr is None else float(t.kernel_lr),
+        weight_decay=float(t.weight_decay), local_epochs=int(t.local_epochs), batch_size=int(t.batch_size),
+        pos_weight=None if t.pos_weight is None else float(t.pos_weight),
+        schedule=t.schedule or ("cosine" if t.optimizer == "adamw" else "constant"),
+        prox_mu=float(record.params.get("mu", 0.0)),  # FedProx's proximal weight (no other scheme has a "mu")
     )
 
 
@@ -158,16 +144,13 @@ def _with_config(training: LocalTraining, config: dict[str, Any]) -> LocalTraini
     return replace(training, **kw) if kw else training
 
 
-def data_spec(info: dict[str, Any], run_dir: Path) -> DataSpec:
-    """The public input format. scheme.json "data" (or "params") first; then the server's own source data
-    shape; then the project's default model input."""
+def data_spec(record: SchemeRecord, run_dir: Path) -> DataSpec:
+    """The public input format: scheme.json's data block; for a run written before it had one, the server's own
+    source data shape, then the project's default model input."""
     defaults = DEFAULT_INPUT
-    for where in ("data", "params"):
-        block = info.get(where) or {}
-        if isinstance(block, dict) and "length" in block:
-            return DataSpec(int(block["length"]), float(block.get("fs", defaults.fs)), str(block.get("scale", defaults.scale)),
-                            f"scheme.json {where}")
-    source = run_dir / "truth" / "source.npz"
+    if record.data is not None:
+        return DataSpec(record.data.length, float(record.data.fs), record.data.scale, "scheme.json data")
+    source = Path(run_dir) / layout.TRUTH_DIR / layout.SOURCE_FILE
     if source.is_file():  # the server's own data: the attacker may look at it
         with np.load(source) as f:
             return DataSpec(int(f["x"].shape[1]), defaults.fs, defaults.scale, "truth/source.npz shape")
@@ -175,32 +158,24 @@ def data_spec(info: dict[str, Any], run_dir: Path) -> DataSpec:
 
 
 def load_run_info(run_dir: Path) -> RunInfo:
-    path = Path(run_dir) / SCHEME_FILE
+    path = Path(run_dir) / layout.SCHEME_FILE
     if not path.is_file():
         raise MuprivError(f"{path} is missing: attack a scheme run directory (one written by `mupriv simulate`, "
                           f"with scheme.json and ledger/)")
+    record = SchemeRecord.read(path)
     try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MuprivError(f"{path} is not valid JSON ({e}); re-run the scheme to rewrite it") from None
-    if not isinstance(info, dict) or "scheme" not in info:
-        raise MuprivError(f"{path} has no \"scheme\" key; re-run the scheme to rewrite it")
-    try:
-        model = ModelConfig(**(info.get("model") or {}))
+        model = ModelConfig(**record.model)
     except TypeError as e:
-        raise MuprivError(f"{path}: \"model\" is not a ModelConfig ({e})") from None
-    scheme = str(info["scheme"])
-    params = dict(info.get("params") or {})
+        raise MuprivError(f"{path}: key model: not a ModelConfig ({e})") from None
+    dp = None if record.dp is None else dataclasses.asdict(record.dp)
     try:
-        threat = threat_for(scheme, info.get("observable"), info.get("dp"))
+        threat = threat_for(record.scheme, record.observable, dp)
     except KeyError as e:
         raise MuprivError(f"{path}: {e.args[0]}") from None
-    p2c = {int(k): str(v) for k, v in (info.get("partition_to_client") or {}).items()}
-    clients = tuple(info.get("clients") or sorted(set(p2c.values())))
-    return RunInfo(scheme=scheme, params=params, model=model, seed=int(info.get("seed", 0)),
-                   training=training_from(dict(info.get("threat") or {}), params), clients=clients,
-                   partition_to_client=p2c, observable=threat.observable, dp=info.get("dp"),
-                   data=data_spec(info, Path(run_dir)), threat=threat, raw=info)
+    return RunInfo(scheme=record.scheme, params=dict(record.params), model=model, seed=record.seed,
+                   training=training_from(record), clients=record.clients,
+                   partition_to_client=dict(record.partition_to_client), observable=threat.observable, dp=dp,
+                   data=data_spec(record, Path(run_dir)), threat=threat, record=record)
 
 
 # ------------------------------------------------------------------------------------------ arrays
@@ -406,7 +381,7 @@ def observe_run(run_dir: Path) -> tuple[RunInfo, list[Observation]]:
     except, for the input format only, the server's own source data when scheme.json lacks a data block."""
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
-    ledger_dir = run_dir / LEDGER_DIR
+    ledger_dir = run_dir / layout.LEDGER_DIR
     if not ledger_dir.is_dir():
         raise MuprivError(f"{ledger_dir} is missing: a scheme run directory needs the ledger written by WireLedger.save")
     ledger = WireLedger.load(ledger_dir)

@@ -29,7 +29,8 @@ from attacks.membership import MI_PRIOR_SAMPLES, MembershipTarget, prepare_membe
 from attacks.observe import Observation, RunInfo, observe_run
 from attacks.priors import PopulationPrior, population_prior
 from attacks.score import Case, Scorer, load_truth
-from attacks.suite import AttackContext, AttackResult, run_attacks
+from attacks.result import AttackContext, AttackResult
+from attacks.suite import run_attacks
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 

@@ -30,7 +30,7 @@ from attacks.nulls import (NULL_DRAWS, WAVEFORM_NULLS, count_baseline, majority_
                            presence_baselines)
 from attacks.observe import Observation
 from attacks.priors import PopulationPrior
-from attacks.suite import AttackResult
+from attacks.result import AttackResult
 from simulator.core.labels import CLASSES
 from simulator.core.metrics import json_safe
 from simulator.core.tensors import load_npz

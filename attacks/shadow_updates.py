@@ -63,7 +63,7 @@ from torch.func import functional_call, grad, vmap
 from attacks.model import attacker_model, bce_loss, kernel_param_names
 from attacks.observe import LocalTraining, Observation
 from attacks.priors import PopulationPrior
-from attacks.simulate import lr_at
+from attacks.replay import lr_at
 
 SHADOW_CLIENTS = 256  # shadow observations per round (aggregates: also the size of the single-client pool)
 MIX_CONCENTRATION = (0.05, 20.0)  # per-combo Dirichlet concentration range (log-uniform) of a pseudo-client's mix

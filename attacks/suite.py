@@ -2,10 +2,7 @@
 multi-step. Inputs: the observation, the public prior, the budget and a seed -- never ground truth."""
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,43 +15,9 @@ from attacks.labels import calibrate_counts, estimate_labels, gradient_like, mot
 from attacks.model import attacker_model, bce_loss, kernel_param_names
 from attacks.observe import Observation
 from attacks.priors import PopulationPrior, lag_range
-from attacks.simulate import MatchProblem
+from attacks.replay import MatchProblem
+from attacks.result import AttackContext, AttackResult
 from attacks.threat import NOT_APPLICABLE_NOTHING, attacks_for
-
-
-@dataclass
-class AttackResult:
-    attack: str
-    obs_index: int
-    threat_model: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    note: str = ""  # "not applicable: ..." when it did not run
-    residual: float = math.nan  # final matching residual (closed-form attacks: their fit residual)
-    seconds: float = 0.0
-    x: np.ndarray | None = None  # reconstructed records (n, length, leads)
-    labels: np.ndarray | None = None  # record-level labels (n, classes) 0/1
-    presence: np.ndarray | None = None  # (classes,) classes occurring among the records
-    counts: np.ndarray | None = None  # (classes,) estimated positives
-    features: np.ndarray | None = None  # (d_model,) pooled features
-    encoder_input: np.ndarray | None = None  # (leads,) weighted mean input sample
-    converged: bool | None = None  # iterative attacks: stopped on the convergence criterion (None: closed form)
-    iterations: int = 0  # iterative attacks: iterations of the reported run
-    stop_reason: str = ""  # "converged", "iteration cap", "time cap" or "not finite"
-
-    @property
-    def applicable(self) -> bool:
-        return not self.note.startswith("not applicable")
-
-    @property
-    def skipped(self) -> bool:
-        return self.note.startswith("skipped")
-
-
-@dataclass
-class AttackContext:
-    prior: PopulationPrior
-    budget: Budget
-    seed: int = 0
 
 
 def _na(attack: str, i: int, obs: Observation, why: str) -> AttackResult:

@@ -40,7 +40,7 @@ from attacks.metrics import pearson_per_lead  # noqa: E402
 from attacks.model import attacker_model, bce_loss, kernel_param_names  # noqa: E402
 from attacks.observe import LocalTraining  # noqa: E402
 from attacks.run import attack_run  # noqa: E402
-from attacks.simulate import MatchProblem, one_step_update  # noqa: E402
+from attacks.replay import MatchProblem, one_step_update  # noqa: E402
 from simulator.core.model import ModelConfig, TDSSM  # noqa: E402
 from simulator.core.phases import Phase, masked_bce, train_phase  # noqa: E402
 from simulator.core.tensors import ECGTensors  # noqa: E402
@@ -116,7 +116,7 @@ def bench_fc(seeds: int = 5) -> dict:
 
 
 def bench_tdssm(budget: str, workdir: Path) -> dict:
-    from tests.test_attacks_support import fedavg_run_dir
+    from tests.attack_fixtures import fedavg_run_dir
 
     out = {}
     cases = {"sgd-batch1": dict(per_client=1, optimizer="sgd", lr=0.05, epochs=1),
@@ -156,7 +156,7 @@ def bench_speed(repeats: int = 3) -> dict:
 
 
 def bench_quickstart(workdir: Path) -> dict:
-    from tests.test_attacks_support import client_data, fedavg_apps, write_run_dir
+    from tests.attack_fixtures import client_data, fedavg_apps, write_run_dir
     from simulator.engine.api import run_federation
 
     cfg = ModelConfig(d_model=128, dropout=0.0)

@@ -31,10 +31,11 @@ def simulate_command(
     sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: one run per value in one folder; several --sweep make a grid (also a [sweep] table in the config)."),
 ) -> None:
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
-    from simulator.config import load_config, with_overrides
+    from simulator.config import apply_settings, load_config, with_overrides
+    from simulator.config_grid import config_axes, parse_set, parse_sweep
     from simulator.simulate import resume as resume_run
     from simulator.simulate import start
-    from simulator.sweep import apply_settings, config_axes, is_sweep, parse_set, parse_sweep, resume_sweep, start_sweep
+    from simulator.sweep import is_sweep, resume_sweep, start_sweep
 
     axes: tuple = ()
     resuming_sweep = resume is not None and is_sweep(resume)

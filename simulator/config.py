@@ -18,6 +18,7 @@ from simulator.core.labels import CLASSES
 from simulator.core.model import ModelConfig
 from simulator.core.phases import POSITIONS, Phase, mu_finetuning, pretraining_plan
 from simulator.config_checks import check_values
+from simulator.config_grid import Axis, Setting, grid, sweep_table_axes
 from simulator.data.preprocess import DEFAULT_INPUT
 from simulator.errors import MuprivError
 
@@ -370,11 +371,9 @@ def load_config(path: Path | None) -> RunConfig:
         table = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise MuprivError(f"{path}: not valid TOML ({e})") from None
-    sweep = table.pop("sweep", None)  # a sweep is a grid of configs (simulator/sweep.py), not a setting
+    sweep = table.pop("sweep", None)  # a sweep is a grid of configs (simulator/config_grid.py), not a setting
     cfg = parse_config(table, str(path))
     if sweep is not None:
-        from simulator.sweep import check_axes, sweep_table_axes  # pylint: disable=import-outside-toplevel
-
         check_axes(cfg, sweep_table_axes(sweep, str(path)))  # every point must be a valid config
     return cfg
 
@@ -390,3 +389,31 @@ def with_overrides(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
                 else:
                     table[section][k] = v
     return parse_config(table, "command line")
+
+
+# ---------------------------------------------------------------------------------------- sweep points
+def apply_settings(cfg: RunConfig, settings: list[Setting] | tuple[Setting, ...], source: str = "command line") -> RunConfig:
+    """The config with each dotted key set, parsed and validated as a config file would be."""
+    if not settings:
+        return cfg
+    table = cfg.to_toml_dict()
+    for key, value in settings:
+        parts = key.split(".")
+        node = table
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise MuprivError(f"{source}: {key}: {'.'.join(parts[:i + 1])} is a value, not a table")
+            node = child
+        node[parts[-1]] = value
+    return parse_config(table, f"{source} ({', '.join(k for k, _ in settings)})")
+
+
+def check_axes(cfg: RunConfig, axes: tuple[Axis, ...]) -> list[RunConfig]:
+    """Every point's config, validated before anything runs (a bad value fails here, naming its key)."""
+    if not axes:
+        raise MuprivError("a sweep needs at least one --sweep KEY=V1,V2 or a [sweep] table")
+    keys = [a.key for a in axes]
+    if len(set(keys)) != len(keys):
+        raise MuprivError(f"sweep axes repeat a key: {keys}; give each key once with all its values")
+    return [apply_settings(cfg, list(point), "sweep point") for point in grid(axes)]

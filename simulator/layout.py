@@ -26,6 +26,9 @@ A `simulate` run folder holds failures.csv, rounds.csv and the attack files (att
 leakage.csv) for all its cells together, with a seed column, and ``pretrained/seed-<s>.pt``, the pretrained model every scheme of that seed started from (PRETRAINED_DIR;
 `--resume` reuses it rather than looking the cache up again).
 
+A sweep folder (simulator.sweep) holds ``sweep.csv`` (SWEEP_FILE), ``points/<point>/`` (POINTS_DIR: a complete
+`simulate` run folder per point) and, while it runs, ``sweep-plan.json`` (SWEEP_PLAN).
+
 Run folders themselves are named ``<name>-<time>`` (``-2``, ``-3``, ... when that name is taken) and a
 `simulate` run is assembled under ``.<name>-<time>.partial`` until it is complete. `claim_folder`
 creates a folder exclusively (``mkdir`` fails if it exists), so two runs started in the same second
@@ -51,6 +54,12 @@ AUDIT_FILE = "audit.csv"
 FAILURES_FILE = "failures.csv"
 PRETRAINED_DIR = "pretrained"
 ROUNDS_FILE = "rounds.csv"
+# a sweep folder (simulator.sweep): its plan while it runs, its table of points, and one complete run per point
+SWEEP_PLAN = "sweep-plan.json"
+SWEEP_FILE = "sweep.csv"
+POINTS_DIR = "points"
+# failures.csv's columns (per scheme run; a simulate run folder adds a seed column in front)
+FAILURE_COLUMNS = ("scheme", "client", "round", "message_type", "error")
 
 
 def truth_file(run_dir: Path, client: str) -> Path:

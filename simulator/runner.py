@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 import os
 import re
@@ -27,20 +26,18 @@ import torch
 from baselines.deploy import SCHEME_APPS
 from baselines.registry import Scheme, get_scheme
 from baselines.setup import ROUNDS_DIR, SchemeSetup, probe_model, read_probe, read_round_probes
-from simulator.core.cost import phase_cost
-from simulator.core.metrics import ClassificationMetrics
-from simulator.core.model import TDSSM
 from simulator.core.phases import evaluate
 from simulator import layout
 from simulator.atomic import atomic_write
+from simulator.client_scores import device_scores, prefixed
 from simulator.config import parse_fail
 from simulator.curves import round_curves
+from simulator.device_cost import device_cost
 from simulator.engine.api import FederationResult, run_federation
-from simulator.ledger import DOWN, UP, WireLedger
+from simulator.ledger import WireLedger
+from simulator.scheme_record import DataFormat, DPParams, SchemeRecord, Threat
 from simulator.study import Study
-
-# failures.csv (per scheme run; a simulate run folder adds a seed column in front)
-FAILURE_COLUMNS = ("scheme", "client", "round", "message_type", "error")
+from simulator.wire_counts import wire_counts
 
 # Hyperparameters a device trains with; a curious server knows them (they are in every train config).
 _FINETUNE_KEYS = ("epochs", "lr", "kernel_lr", "weight_decay", "batch_size", "pos_weight")
@@ -75,7 +72,7 @@ class SchemeRun:
         self.save_models(directory, study)
         _atomic_text(directory / "clients.csv", self.table.to_csv(index=False, float_format="%.10g"))
         _atomic_text(directory / layout.FAILURES_FILE, self.failures(study).to_csv(index=False))
-        _atomic_text(directory / layout.SCHEME_FILE, json.dumps(self.describe(study), indent=2, sort_keys=True) + "\n")
+        _atomic_text(directory / layout.SCHEME_FILE, self.record(study).to_json())
         return directory
 
     def failures(self, study: Study) -> pd.DataFrame:
@@ -98,7 +95,7 @@ class SchemeRun:
             # clients than its threshold) would otherwise pass for "nothing changed"
             rows = [{"scheme": self.scheme.name, "client": c.id, "round": "", "message_type": "",
                      "error": f"trained in none of the {rounds} rounds, without an error reply"} for c in study.clients]
-        frame = pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(layout.FAILURE_COLUMNS))
         return frame.sort_values(["client", "round"], key=lambda c: c.astype(str), kind="stable").reset_index(drop=True)
 
     def save_models(self, directory: Path, study: Study) -> None:
@@ -113,35 +110,36 @@ class SchemeRun:
             torch.save({n: t.detach().clone() for n, t in probe["state"].items()}, buf)
             atomic_write(path, buf.getvalue())
 
-    def describe(self, study: Study) -> dict[str, Any]:
+    def record(self, study: Study) -> SchemeRecord:
+        """scheme.json's content: what the scheme was, as the server knows it (simulator.scheme_record)."""
         ft = self.setup.finetune
         params = dataclasses.asdict(self.params)
         # the DP parameters the devices used: the setup's, after preflight (a target_epsilon resolved into a noise
         # multiplier), not the configured ones; the attacker's threat model reads this block
         used = self.setup.params
         dp = {k: used[k] for k in ("noise_multiplier", "max_grad_norm", "delta", "mode", "noise") if k in used} or None
-        return {
-            "scheme": self.scheme.name,
-            "summary": self.scheme.summary,
-            "params": params,
-            "model": study.config.model.to_dict(),
-            "seed": self.setup.seed,
-            "observable": self.scheme.observable,
-            "shared_parts": list(self.scheme.shared_parts),
-            "device_parts": list(self.scheme.device_parts),
-            "threat": {"optimizer": "adamw", "lr": ft["lr"], "local_epochs": params.get("local_epochs", ft["epochs"]),
-                       "batch_size": ft["batch_size"], "pos_weight": ft["pos_weight"], "weight_decay": ft["weight_decay"],
-                       "kernel_lr": ft["kernel_lr"],
-                       # DP-SGD on the device (baselines.dp_local) keeps the learning rate constant; every other
-                       # local training follows train_phase's cosine schedule
-                       "schedule": "constant" if (dp or {}).get("mode") == "dp-sgd" else "cosine"},
+        return SchemeRecord(
+            scheme=self.scheme.name,
+            summary=self.scheme.summary,
+            params=params,
+            model=study.config.model.to_dict(),
+            seed=self.setup.seed,
+            observable=self.scheme.observable,
+            shared_parts=tuple(self.scheme.shared_parts),
+            device_parts=tuple(self.scheme.device_parts),
+            threat=Threat(optimizer="adamw", lr=ft["lr"], local_epochs=params.get("local_epochs", ft["epochs"]),
+                          batch_size=ft["batch_size"], pos_weight=ft["pos_weight"], weight_decay=ft["weight_decay"],
+                          kernel_lr=ft["kernel_lr"],
+                          # DP-SGD on the device (baselines.dp_local) keeps the learning rate constant; every other
+                          # local training follows train_phase's cosine schedule
+                          schedule="constant" if (dp or {}).get("mode") == "dp-sgd" else "cosine"),
             # the public input format: the attacker needs it to shape its dummy records and band limit
-            "data": {k: getattr(study.config.data, k) for k in ("length", "fs", "scale")},
-            "dp": dp,
-            "clients": [c.id for c in study.clients],
-            "partition_to_client": {str(c.partition): c.id for c in study.clients},
-            "engine": self.federation.engine,
-        }
+            data=DataFormat(**{k: getattr(study.config.data, k) for k in ("length", "fs", "scale")}),
+            dp=None if dp is None else DPParams(**dp),
+            clients=tuple(c.id for c in study.clients),
+            partition_to_client={c.partition: c.id for c in study.clients},
+            engine=self.federation.engine,
+        )
 
 
 def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> SchemeSetup:
@@ -227,52 +225,38 @@ class _DataPaths:
 
 # ------------------------------------------------------------------------------------------- evaluation
 def client_table(study: Study, scheme: Scheme, params: Any, result: FederationResult, probe_dir: Path) -> pd.DataFrame:
-    """One row per client: personal and source metrics of its final model, forgetting, bytes, cost, epsilon."""
+    """One row per client: personal and source metrics of its final model, forgetting (simulator.client_scores),
+    bytes and rounds (simulator.wire_counts), the device cost (simulator.device_cost), epsilon and errors."""
     pretrained = study.pretrained()
     source_before = evaluate(pretrained, study.source_eval)
     frame = result.ledger.to_frame()
-    cost = _device_cost(study, scheme)
+    cost = device_cost(study, scheme)
     errors = result.errors()
     rows = []
     for c in study.clients:
         row: dict[str, Any] = {"scheme": scheme.name, "client": c.id}
         before = evaluate(pretrained, c.test)
-        row.update(_prefixed("pretrained_personal", before))
+        row.update(prefixed("pretrained_personal", before))
         probe = read_probe(probe_dir, c.partition)
         if probe is None:
             row["error"] = _client_error(errors, c.partition) or "device left no final model"
         else:
             model = probe_model(study.config.model, probe["state"])
-            row.update(_prefixed("personal", evaluate(model, c.test)))
-            after_source = evaluate(model, study.source_eval)
-            row.update(_prefixed("source", after_source))
-            row["forgetting_macro_auroc"] = source_before.macro_auroc - after_source.macro_auroc
-            row["forgetting_macro_f1"] = source_before.macro_f1 - after_source.macro_f1
-            tally = probe.get("tally", {})
-            row["wall_s"] = float(tally.get("wall_s", 0.0))
-            row["local_steps"] = int(tally.get("local_steps", 0))
-            if "epsilon" in tally:
-                row["epsilon"] = float(tally["epsilon"])
+            row.update(device_scores(model, c.test, study.source_eval, source_before))
+            row.update(_tally(probe))
             row["error"] = _client_error(errors, c.partition) or ""
-        mine = frame[frame["partition_id"] == c.partition]
-        up, down = mine[mine["direction"] == UP], mine[mine["direction"] == DOWN]
-        row["bytes_up"] = int(up["bytes"].sum())
-        row["bytes_down"] = int(down["bytes"].sum())
-        row["content_bytes_up"] = int(up["content_bytes"].sum())
-        row["params_up"] = int(up["n_params"].sum())
-        row["messages_up"] = int(len(up))
-        row["rounds"] = int(mine.loc[(mine["direction"] == DOWN) & mine["message_type"].str.startswith("train"), "round"].nunique())
-        row["failed_rounds"] = int(errors.loc[errors["partition_id"] == c.partition, "round"].nunique())
+        row.update(wire_counts(frame, errors, c.partition))
         row.update(cost)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _prefixed(prefix: str, m: ClassificationMetrics) -> dict[str, float]:
-    out = {f"{prefix}_macro_auroc": m.macro_auroc, f"{prefix}_macro_f1": m.macro_f1}
-    if prefix != "source":
-        out.update({f"{prefix}_auroc_{c}": m.auroc[c] for c in m.class_names})
-        out.update({f"{prefix}_f1_{c}": m.f1[c] for c in m.class_names})
+def _tally(probe: dict[str, Any]) -> dict[str, Any]:
+    """What the device counted itself: its training wall time, local steps and (DP-SGD) epsilon."""
+    tally = probe.get("tally", {})
+    out: dict[str, Any] = {"wall_s": float(tally.get("wall_s", 0.0)), "local_steps": int(tally.get("local_steps", 0))}
+    if "epsilon" in tally:
+        out["epsilon"] = float(tally["epsilon"])
     return out
 
 
@@ -289,17 +273,6 @@ def short_reason(reason: Any) -> str:
     text = "" if reason is None else str(reason)
     m = _FLOWER_REASON.match(text)
     return f"{m.group(1)}: {m.group(2)}" if m else text
-
-
-def _device_cost(study: Study, scheme: Scheme) -> dict[str, float]:
-    """What one on-device training step costs (counted on the real graph), for the parts the device trains."""
-    if not scheme.device_parts:
-        return {"trainable_params": 0, "flops_per_step": 0, "peak_memory_bytes": 0}
-    phase = study.config.finetune.phase()
-    phase = dataclasses.replace(phase, name=scheme.name, parts=tuple(scheme.device_parts))
-    cost = phase_cost(TDSSM(study.config.model), phase, study.config.data.length)
-    return {"trainable_params": cost.trainable_params, "flops_per_step": cost.step_flops,
-            "peak_memory_bytes": cost.memory_bytes}
 
 
 def to_long(table: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -10,16 +10,11 @@ both names unique, so runs started at the same time never share or remove each o
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -31,11 +26,11 @@ from simulator.atomic import atomic_write
 from simulator.config import RunConfig, load_config
 from simulator.curves import curves_long
 from simulator.errors import MuprivError
-from simulator.ledger import WireLedger
-from simulator.runner import FAILURE_COLUMNS, run_scheme, save_truth, to_long
+from simulator.provenance import manifest, study_facts
+from simulator.run_files import atomic_csv, atomic_text, merge_cells, toml_safe, write_leakage
+from simulator.runner import run_scheme, save_truth, to_long
 from simulator.study import Study, build_study
 
-PACKAGES = ("torch", "flwr", "opacus", "numpy", "pandas", "wfdb", "mupriv")
 PLAN_NAME = "plan.json"
 DONE_MARK = ".done"
 # Measured, not computed: kept out of results.csv so that the same config and seed give the same bytes.
@@ -119,8 +114,8 @@ def start(
     plan = Plan(final_name=final_name, seeds=tuple(cfg.study_seeds()), schemes=tuple(cfg.schemes.run),
                 data_path=data_path, attack=cfg.attacks.enabled if attack is None else attack,
                 attack_budget=attack_budget or cfg.attacks.budget, threads=torch.get_num_threads())
-    _atomic_text(work / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_toml_dict())))
-    _atomic_text(work / PLAN_NAME, json.dumps(asdict(plan), indent=2) + "\n")
+    atomic_text(work / "config.toml", tomli_w.dumps(toml_safe(cfg.to_toml_dict())))
+    atomic_text(work / PLAN_NAME, json.dumps(asdict(plan), indent=2) + "\n")
     return work
 
 
@@ -156,8 +151,8 @@ def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None) ->
         _attack_cell(cell, cfg, budget, seed)
     attacks = pd.concat([pd.read_csv(c / name) for c in cells for name in (layout.ATTACKS_FILE, layout.AUDIT_FILE)
                          if (c / name).is_file()], ignore_index=True)
-    _atomic_csv(attacks, run_dir / layout.ATTACKS_FILE)
-    _write_leakage(run_dir, cells)
+    atomic_csv(attacks, run_dir / layout.ATTACKS_FILE)
+    write_leakage(run_dir, cells)
     shutil.rmtree(run_dir / "plots", ignore_errors=True)
     schemes = tuple(dict.fromkeys(c.parent.name for c in cells))
     seeds = tuple(sorted({int(c.name.removeprefix("seed-")) for c in cells}))
@@ -227,7 +222,7 @@ def _fill_seed(work: Path, cfg: RunConfig, seed: int, pending: list[str], plan: 
             f"on validation): it changed nothing")
     truth = save_truth(study, work / "work" / f"seed-{seed}" / "truth")
     if not facts.is_file():  # written when the seed first ran: it names the model the cache gave then
-        _atomic_text(facts, json.dumps(_study_facts(study, own.relative_to(work)), indent=2))
+        atomic_text(facts, json.dumps(study_facts(study, own.relative_to(work)), indent=2))
     for scheme in pending:
         _run_cell(work, study, scheme, seed, truth, plan, say)
         if isinstance(say, Progress):
@@ -251,13 +246,13 @@ def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, pla
     run.save(cell, study, truth_from=truth)
     if plan.attack and study.config.attacks.audit and scheme == "dp-fedavg" and run.setup.params.get("mode") == "dp-sgd":
         say(f"seed {seed}: auditing dp-fedavg's DP-SGD with canaries")
-        _atomic_csv(_audit(study, run, seed), cell / layout.AUDIT_FILE)
+        atomic_csv(_audit(study, run, seed), cell / layout.AUDIT_FILE)
     long = to_long(run.table, seed)
     timing = long["metric"].isin(TIMING_METRICS)
-    _atomic_csv(long[~timing], cell / "results.csv")
-    _atomic_csv(long[timing], cell / "timings.csv")
+    atomic_csv(long[~timing], cell / "results.csv")
+    atomic_csv(long[timing], cell / "timings.csv")
     if run.curves is not None:
-        _atomic_csv(curves_long(run.curves, seed), cell / layout.ROUNDS_FILE)
+        atomic_csv(curves_long(run.curves, seed), cell / layout.ROUNDS_FILE)
     if plan.attack:
         say(f"seed {seed}: attacking {scheme}'s ledger ({plan.attack_budget} budget)")
         _attack_cell(cell, study.config, plan.attack_budget, seed)
@@ -296,7 +291,7 @@ def _attack_cell(cell: Path, cfg: RunConfig, budget: str, seed: int) -> None:
     for frame, name in ((report.frame, layout.ATTACKS_FILE), (report.units, layout.UNITS_FILE)):
         if "seed" not in frame.columns:
             frame.insert(0, "seed", seed)
-        _atomic_csv(frame, cell / name)
+        atomic_csv(frame, cell / name)
     (cell / "plots").mkdir(exist_ok=True)
     for tag, case in _example_cases(report.cases).items():
         plot_case(case, cell / "plots" / f"{tag}.png", f"{tag} ({case.attack})", report.prior.fs)
@@ -318,60 +313,15 @@ def _example_cases(cases: list) -> dict:  # noqa: ANN001 - attacks.score.Case
 # ---------------------------------------------------------------------------------------- assembly
 def _assemble(work: Path, cfg: RunConfig, plan: Plan, say: Say) -> SimulationResult:
     cells = [(seed, s, cell_dir(work, s, seed)) for seed in plan.seeds for s in plan.schemes]
-    results = pd.concat([pd.read_csv(c / "results.csv") for *_, c in cells], ignore_index=True)
-    results.to_csv(work / "results.csv", index=False, float_format="%.10g")
-    _maybe_parquet(results, work / "results.parquet")
-    pd.concat([pd.read_csv(c / "timings.csv") for *_, c in cells], ignore_index=True).to_csv(
-        work / "timings.csv", index=False, float_format="%.10g")
-    _write_failures(work, cells)
-    ledgers = []
-    for seed, _, c in cells:
-        frame = WireLedger.load(c / "ledger").to_frame()
-        frame.insert(0, "seed", seed)
-        ledgers.append(frame)
-    pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)
-    curves = [pd.read_csv(c / layout.ROUNDS_FILE) for *_, c in cells if (c / layout.ROUNDS_FILE).is_file()]
-    if curves:
-        pd.concat(curves, ignore_index=True).to_csv(work / layout.ROUNDS_FILE, index=False, float_format="%.10g")
-    attack_parts = [pd.read_csv(c / name) for *_, c in cells for name in (layout.ATTACKS_FILE, layout.AUDIT_FILE)
-                    if (c / name).is_file()]
-    attacks = pd.concat(attack_parts, ignore_index=True) if attack_parts else None
-    if attacks is not None:
-        attacks.to_csv(work / layout.ATTACKS_FILE, index=False, float_format="%.10g")
-        _write_leakage(work, [c for *_, c in cells])
+    results, attacks = merge_cells(work, cells)
     _collect_plots(work, plan)
-    _atomic_text(work / "manifest.json", json.dumps(manifest(cfg, plan, work), indent=2, sort_keys=True) + "\n")
+    atomic_text(work / "manifest.json", json.dumps(manifest(cfg, plan, work), indent=2, sort_keys=True) + "\n")
     shutil.rmtree(work / "work", ignore_errors=True)  # client data copies and probes: scratch only
     (work / PLAN_NAME).unlink()
     final_dir = layout.publish(work, plan.final_name)  # complete: every result file is in place
     say("writing the report")
     _report(final_dir)  # re-renderable with `mupriv report`; written atomically
     return SimulationResult(final_dir, results, attacks)
-
-
-def _write_failures(work: Path, cells: list[tuple[int, str, Path]]) -> None:
-    """failures.csv: every cell's client failures with its seed (header only when nothing failed)."""
-    parts = []
-    for seed, _, c in cells:
-        if (c / layout.FAILURES_FILE).is_file():
-            frame = pd.read_csv(c / layout.FAILURES_FILE, dtype=str, keep_default_na=False)
-            frame.insert(0, "seed", seed)
-            parts.append(frame)
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["seed", *FAILURE_COLUMNS])
-    _atomic_csv(frame, work / layout.FAILURES_FILE)
-
-
-def _write_leakage(run_dir: Path, cells: list[Path]) -> None:
-    """leakage_units.csv (every cell's units) and leakage.csv (calibrated over every seed at once: patients
-    of all seeds are the clusters of the bootstrap)."""
-    from attacks.calibrate import UNIT_COLUMNS, calibrate  # pylint: disable=import-outside-toplevel
-
-    parts = [pd.read_csv(c / layout.UNITS_FILE, keep_default_na=True) for c in cells if (c / layout.UNITS_FILE).is_file()]
-    units = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["seed", *UNIT_COLUMNS])
-    for col in ("scheme", "client", "attack", "threat_model", "quantity", "unit"):
-        units[col] = units[col].astype(str)
-    _atomic_csv(units, run_dir / layout.UNITS_FILE)
-    _atomic_csv(calibrate(units), run_dir / layout.LEAKAGE_FILE)
 
 
 def _collect_plots(work: Path, plan: Plan) -> None:
@@ -383,94 +333,7 @@ def _collect_plots(work: Path, plan: Plan) -> None:
             shutil.copy2(png, plots / f"{scheme}-{png.name}")
 
 
-# ---------------------------------------------------------------------------------------- manifest
-def manifest(cfg: RunConfig, plan: Plan, work: Path) -> dict:
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    studies = {}
-    for seed in plan.seeds:
-        facts = work / "work" / f"study-seed-{seed}.json"
-        studies[str(seed)] = json.loads(facts.read_text()) if facts.is_file() else None
-    return {
-        "config_hash": cfg.hash(),
-        "seed": cfg.seed,
-        "seeds": list(plan.seeds),
-        "schemes": list(plan.schemes),
-        "engine": cfg.federation.engine,
-        "attacks": {"enabled": plan.attack, "budget": plan.attack_budget, "run": list(cfg.attacks.run)},
-        "data": plan.data_path or cfg.data.path or "synthetic",
-        "data_fingerprints": {k: v["fingerprint"] for k, v in studies.items() if v},
-        "studies": studies,
-        "versions": versions,
-        "git_commit": _git_commit(),
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-    }
-
-
-def _study_facts(study: Study, own: Path) -> dict:
-    """The per-seed part of the manifest: clients, record counts, a data fingerprint, the checkpoint (its cache
-    name, and ``own``: the run folder's copy every scheme of the seed started from)."""
-    return {
-        "clients": [c.id for c in study.clients],
-        "source_train": len(study.source_train), "source_test": len(study.source_test),
-        "source_holdout": len(study.source_holdout) if study.source_holdout is not None else 0,
-        "source_scored_on": study.source_eval_name,  # what forgetting and the source score were measured on
-        "client_records": {c.id: [len(c.train), len(c.test)] for c in study.clients},
-        "fingerprint": _fingerprint(study),
-        "pretrained": {"cached": study.pretrain_cached, "checkpoint": study.pretrained_path.name, "run_copy": str(own),
-                       "phases": study.pretrain_log},  # best_epoch 0: that phase changed nothing
-    }
-
-
-def _fingerprint(study: Study) -> str:
-    h = hashlib.sha256()
-    extra = [study.source_holdout] if study.source_holdout is not None else []  # earlier runs' fingerprints stay as they were
-    for t in [study.source_train, study.source_test, *(d for c in study.clients for d in (c.train, c.test)), *extra]:
-        h.update(t.x.numpy().tobytes())
-        h.update(t.y.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------- small helpers
 def _report(run_dir: Path) -> None:
     from simulator.report.render import render_report  # pylint: disable=import-outside-toplevel
 
     render_report(run_dir)
-
-
-def _maybe_parquet(frame: pd.DataFrame, path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-        return
-    frame.to_parquet(path, index=False)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
-
-
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic_text(path, frame.to_csv(index=False, float_format="%.10g"))
-
-
-def _toml_safe(value):  # noqa: ANN001, ANN202 - TOML has no None and no tuples
-    if isinstance(value, dict):
-        return {k: _toml_safe(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_toml_safe(v) for v in value]
-    return value

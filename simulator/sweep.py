@@ -24,128 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import itertools
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 
-from simulator.config import RunConfig, parse_config
+from simulator.config import RunConfig, check_axes
+from simulator.config_grid import Axis, Setting, grid, point_names, toml_text
 from simulator.errors import MuprivError
-
-SWEEP_PLAN = "sweep-plan.json"
-SWEEP_FILE = "sweep.csv"
-POINTS_DIR = "points"
-Setting = tuple[str, Any]
-
-
-@dataclass(frozen=True)
-class Axis:
-    key: str
-    values: tuple[Any, ...]
-
-
-def parse_value(text: str) -> Any:
-    """A TOML value (number, bool, string, list); bare words are strings (``start`` = ``"start"``)."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def parse_set(expr: str, flag: str = "--set") -> Setting:
-    key, sep, value = expr.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise MuprivError(f"{flag} {expr!r}: write KEY=VALUE with a dotted config key, e.g. {flag} train.lr=3e-3")
-    return key.strip(), parse_value(value.strip())
-
-
-def parse_sweep(expr: str) -> Axis:
-    key, sep, values = expr.partition("=")
-    items = [v.strip() for v in values.split(",") if v.strip()]
-    if not sep or not key.strip() or not items:
-        raise MuprivError(f"--sweep {expr!r}: write KEY=V1,V2,... with a dotted config key, e.g. "
-                          "--sweep schemes.dp-fedavg.noise_multiplier=0.5,1,2,4")
-    return Axis(key.strip(), tuple(parse_value(v) for v in items))
-
-
-def sweep_table_axes(table: Any, source: str) -> tuple[Axis, ...]:
-    """The axes of a config's ``[sweep]`` table: ``"dotted.key" = [v1, v2, ...]``."""
-    if not isinstance(table, dict):
-        raise MuprivError(f"{source}: [sweep] must be a table of \"dotted.key\" = [values], e.g. "
-                          "\"schemes.dp-fedavg.noise_multiplier\" = [0.5, 1.0]")
-    axes = []
-    for key, values in _flatten(table).items():
-        if not isinstance(values, list) or not values:
-            raise MuprivError(f"{source}: sweep.{key} must be a non-empty list of values, got {values!r}")
-        axes.append(Axis(key, tuple(values)))
-    return tuple(axes)
-
-
-def config_axes(path: Path | None) -> tuple[Axis, ...]:
-    """The axes of the [sweep] table of a config file (none without one)."""
-    if path is None or not Path(path).is_file():
-        return ()
-    table = tomllib.loads(Path(path).read_text()).get("sweep")
-    return () if table is None else sweep_table_axes(table, str(path))
-
-
-def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
-    """TOML parses an unquoted dotted key into nested tables; quoted or not, a sweep key is the dotted path."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        full = f"{prefix}.{key}" if prefix else key
-        out.update(_flatten(value, full) if isinstance(value, dict) else {full: value})
-    return out
-
-
-def apply_settings(cfg: RunConfig, settings: list[Setting] | tuple[Setting, ...], source: str = "command line") -> RunConfig:
-    """The config with each dotted key set, parsed and validated as a config file would be."""
-    if not settings:
-        return cfg
-    table = cfg.to_toml_dict()
-    for key, value in settings:
-        parts = key.split(".")
-        node = table
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise MuprivError(f"{source}: {key}: {'.'.join(parts[:i + 1])} is a value, not a table")
-            node = child
-        node[parts[-1]] = value
-    return parse_config(table, f"{source} ({', '.join(k for k, _ in settings)})")
-
-
-def grid(axes: tuple[Axis, ...]) -> list[tuple[Setting, ...]]:
-    """Every combination of the axes' values, the first axis slowest."""
-    return [tuple(zip((a.key for a in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
-
-
-def point_names(points: list[tuple[Setting, ...]]) -> list[str]:
-    width = max(2, len(str(len(points) - 1)))
-    return [f"p{i:0{width}d}" for i in range(len(points))]
-
-
-def toml_text(value: Any) -> str:
-    """A value as it would be written in TOML (the sweep.csv cell and the report's labels)."""
-    import tomli_w  # pylint: disable=import-outside-toplevel
-
-    return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
-
-
-def check_axes(cfg: RunConfig, axes: tuple[Axis, ...]) -> list[RunConfig]:
-    """Every point's config, validated before anything runs (a bad value fails here, naming its key)."""
-    if not axes:
-        raise MuprivError("a sweep needs at least one --sweep KEY=V1,V2 or a [sweep] table")
-    keys = [a.key for a in axes]
-    if len(set(keys)) != len(keys):
-        raise MuprivError(f"sweep axes repeat a key: {keys}; give each key once with all its values")
-    return [apply_settings(cfg, list(point), "sweep point") for point in grid(axes)]
-
+from simulator.layout import POINTS_DIR, SWEEP_FILE, SWEEP_PLAN
+from simulator.run_files import atomic_csv, atomic_text, toml_safe
 
 # ---------------------------------------------------------------------------------------- running
 @dataclass(frozen=True)
@@ -190,7 +80,6 @@ def start_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("
     import tomli_w  # pylint: disable=import-outside-toplevel
 
     from simulator import layout  # pylint: disable=import-outside-toplevel
-    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
 
     check_axes(cfg, axes)
     if attack_budget is not None:
@@ -201,8 +90,8 @@ def start_sweep(cfg: RunConfig, axes: tuple[Axis, ...], runs_root: Path = Path("
     final_name, work = layout.claim_folder(Path(runs_root), f"{name}-{stamp}", partial=True)
     plan = SweepPlan(final_name, axes, data_path, cfg.attacks.enabled if attack is None else attack,
                      attack_budget or cfg.attacks.budget)
-    sim._atomic_text(work / "config.toml", tomli_w.dumps(sim._toml_safe(cfg.to_toml_dict())))
-    sim._atomic_text(work / SWEEP_PLAN, plan.to_json())
+    atomic_text(work / "config.toml", tomli_w.dumps(toml_safe(cfg.to_toml_dict())))
+    atomic_text(work / SWEEP_PLAN, plan.to_json())
     return work
 
 
@@ -236,8 +125,8 @@ def _fill_sweep(work: Path, cfg: RunConfig, plan: SweepPlan, say) -> Path:  # no
         point_plan = sim.Plan(final_name=point, seeds=tuple(pcfg.study_seeds()), schemes=tuple(pcfg.schemes.run),
                               data_path=plan.data_path, attack=plan.attack, attack_budget=plan.attack_budget,
                               threads=torch.get_num_threads())
-        sim._atomic_text(partial / "config.toml", tomli_w.dumps(sim._toml_safe(pcfg.to_toml_dict())))
-        sim._atomic_text(partial / sim.PLAN_NAME, json.dumps(dataclasses.asdict(point_plan), indent=2) + "\n")
+        atomic_text(partial / "config.toml", tomli_w.dumps(toml_safe(pcfg.to_toml_dict())))
+        atomic_text(partial / sim.PLAN_NAME, json.dumps(dataclasses.asdict(point_plan), indent=2) + "\n")
         sim.resume(partial, on_step=step)
     say("assembling the sweep")
     _assemble_sweep(work, plan, names, points)
@@ -254,10 +143,9 @@ def _fill_sweep(work: Path, cfg: RunConfig, plan: SweepPlan, say) -> Path:  # no
 
 def _assemble_sweep(work: Path, plan: SweepPlan, names: list[str], points: list[tuple[Setting, ...]]) -> None:
     from simulator import layout  # pylint: disable=import-outside-toplevel
-    from simulator import simulate as sim  # pylint: disable=import-outside-toplevel
 
     table = pd.DataFrame([{"point": n, **{k: toml_text(v) for k, v in settings}} for n, settings in zip(names, points)])
-    sim._atomic_csv(table, work / SWEEP_FILE)
+    atomic_csv(table, work / SWEEP_FILE)
     for name in ("results.csv", layout.LEAKAGE_FILE, layout.ROUNDS_FILE, layout.FAILURES_FILE):
         parts = []
         for point in names:
@@ -267,4 +155,4 @@ def _assemble_sweep(work: Path, plan: SweepPlan, names: list[str], points: list[
                 frame.insert(0, "point", point)
                 parts.append(frame)
         if parts:
-            sim._atomic_csv(pd.concat(parts, ignore_index=True), work / name)
+            atomic_csv(pd.concat(parts, ignore_index=True), work / name)

@@ -274,7 +274,7 @@ def test_feature_sets_fall_back_to_what_is_shared():
 def test_the_attack_reads_no_truth(one_torch_thread, tmp_path, monkeypatch):
     """A real Flower FedAvg run (AdamW, batch 8): with truth/ moved away, and with every open of it spied on, the
     attack gives the same presence and counts; so does an observation stripped of the scoring bookkeeping."""
-    from tests.test_attacks_support import fedavg_run_dir
+    from tests.attack_fixtures import fedavg_run_dir
 
     run = fedavg_run_dir(tmp_path / "run", n_clients=2, per_client=8, optimizer="adamw", lr=3e-3, batch_size=8)
     info, observations = observe_run(run)

@@ -23,7 +23,7 @@ from attacks.score import Scorer, Truth
 from attacks.suite import AttackResult
 from attacks.threat import THREAT_MODELS, UPDATES
 from simulator.core.model import ModelConfig
-from tests.test_attacks_support import client_data
+from tests.attack_fixtures import client_data
 
 CLIENTS = 4
 PER_CLIENT = 64

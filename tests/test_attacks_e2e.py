@@ -22,7 +22,7 @@ from attacks.observe import observe_run
 from attacks.run import attack_observations, attack_run, score_results
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
-from tests.test_attacks_support import fedavg_run_dir, query_run_dir, secagg_view
+from tests.attack_fixtures import fedavg_run_dir, query_run_dir, secagg_view
 
 # Iteration caps only: the default 1 s time caps stop an inversion at a load-dependent step, and two identical
 # attack runs on a busy machine then differed (0.00105 against 0.00183), which the determinism check would flag.

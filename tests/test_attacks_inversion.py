@@ -19,7 +19,7 @@ from attacks.metrics import pearson_per_lead
 from attacks.model import attacker_model, bce_loss, kernel_param_names
 from attacks.observe import DataSpec, LocalTraining, Observation
 from attacks.priors import PopulationPrior
-from attacks.simulate import MatchProblem, _batches, one_step_update, unrolled_update
+from attacks.replay import MatchProblem, _batches, one_step_update, unrolled_update
 from attacks.suite import AttackContext, attack_inversion
 from attacks.threat import THREAT_MODELS, UPDATES
 from simulator.core.model import ModelConfig, TDSSM

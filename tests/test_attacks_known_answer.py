@@ -32,7 +32,7 @@ MARGIN = 0.05  # the project may trail a reference by this much in r
 
 # ------------------------------------------------------------------------------------------ the problem
 def ecg_record(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One synthetic ECG, preprocessed like tests/test_attacks_support.client_data but at 100 Hz."""
+    """One synthetic ECG, preprocessed like tests/attack_fixtures.client_data but at 100 Hz."""
     from simulator.data.preprocess import PreprocessConfig, preprocess_records
     from simulator.data.synthetic import synthesize
 

@@ -16,7 +16,7 @@ from attacks.model import bce_loss
 from attacks.observe import DataSpec, LocalTraining, Observation
 from attacks.priors import PopulationPrior
 from attacks.score import Scorer, Truth
-from attacks.simulate import MatchProblem, one_step_update
+from attacks.replay import MatchProblem, one_step_update
 from attacks.suite import AttackContext, attack_features, attack_labels
 from attacks.threat import THREAT_MODELS, UPDATES
 from simulator.core.model import ModelConfig, TDSSM

@@ -19,7 +19,7 @@ from simulator import layout
 from simulator.core.model import PARTS, ModelConfig
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.ledger import WireLedger
-from tests.test_attacks_support import client_data, fedavg_run_dir, query_run_dir
+from tests.attack_fixtures import client_data, fedavg_run_dir, query_run_dir
 
 CFG = ModelConfig(d_model=16, dropout=0.0)
 OVERFIT = LocalTraining(optimizer="adamw", lr=3e-2, kernel_lr=3e-2, weight_decay=0.0, local_epochs=80, batch_size=8,

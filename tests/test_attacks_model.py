@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 from attacks.model import attacker_model, bce_loss, kernel_param_names
 from attacks.observe import LocalTraining
-from attacks.simulate import MatchProblem, one_step_update, unrolled_update
+from attacks.replay import MatchProblem, one_step_update, unrolled_update
 from simulator.core.model import ModelConfig, TDSSM
 from simulator.core.phases import Phase, masked_bce, train_phase
 from simulator.core.tensors import ECGTensors

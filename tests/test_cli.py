@@ -114,7 +114,7 @@ def _rows(t):
 def test_finetune_picks_its_epoch_on_validation_records_and_reports_on_test_records(tmp_path, monkeypatch):
     """Before, the best epoch was picked on the same records then reported as "after", so "after" could never be
     below "before"."""
-    import simulator.cli as cli
+    import simulator.cli_train as cli
     import simulator.core.phases as phases
 
     cfg = _setup(tmp_path)

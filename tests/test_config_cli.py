@@ -142,7 +142,8 @@ def test_shipped_configs_cover_the_design():
 
 
 def test_dp_sweep_is_one_config_with_a_noise_axis():
-    from simulator.sweep import check_axes, config_axes
+    from simulator.config import check_axes
+    from simulator.config_grid import config_axes
 
     path = ROOT / "configs" / "dp-sweep.toml"
     (axis,) = config_axes(path)

@@ -52,6 +52,7 @@ def test_a_second_run_in_the_same_second_keeps_the_first_runs_partial_folder(tmp
 def test_two_sweeps_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
     """Before, the second sweep's mkdir(exist_ok=False) failed with a traceback."""
     import simulator.sweep as sweep
+    from simulator.config_grid import parse_sweep
 
     class Frozen(dt.datetime):
         @classmethod
@@ -60,7 +61,7 @@ def test_two_sweeps_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep._dt, "datetime", Frozen)
     cfg = parse_config({"schemes": {"run": ["mu-ft"]}})
-    axes = (sweep.parse_sweep("train.lr=0.001,0.002"),)
+    axes = (parse_sweep("train.lr=0.001,0.002"),)
     first = sweep.start_sweep(cfg, axes, runs_root=tmp_path, name="s")
     second = sweep.start_sweep(cfg, axes, runs_root=tmp_path, name="s")
     assert (first.name, second.name) == (".s-20250101-120000.partial", ".s-20250101-120000-2.partial")

@@ -202,12 +202,12 @@ def test_scheme_record_holds_the_dp_parameters_the_devices_used(study, tmp_path)
     keeps its learning rate constant, so the granted schedule is "constant"."""
     params = get_scheme("dp-fedavg").make_params({"target_epsilon": 20.0})
     run = run_scheme(study, "dp-fedavg", tmp_path / "dp", params=params)
-    described = run.describe(study)
+    record = run.record(study)
     used = run.setup.params["noise_multiplier"]
-    assert used != params.noise_multiplier and described["dp"]["noise_multiplier"] == used
-    assert described["threat"]["schedule"] == "constant"
+    assert used != params.noise_multiplier and record.dp.noise_multiplier == used
+    assert record.threat.schedule == "constant"
     assert run.table["epsilon"].max() == pytest.approx(20.0, rel=0.05)
-    assert run_scheme(study, "fedavg", tmp_path / "fa").describe(study)["threat"]["schedule"] == "cosine"
+    assert run_scheme(study, "fedavg", tmp_path / "fa").record(study).threat.schedule == "cosine"
 
 
 def test_device_dp_noise_is_secret_unless_seeded_for_simulation(study, tmp_path):
@@ -216,7 +216,7 @@ def test_device_dp_noise_is_secret_unless_seeded_for_simulation(study, tmp_path)
     the same config and seed send different updates. "seeded" repeats exactly, and scheme.json says which."""
     def update(noise: str, name: str) -> np.ndarray:
         run = run_scheme(study, "dp-fedavg", tmp_path / name, params=get_scheme("dp-fedavg").make_params({"noise": noise}))
-        assert run.describe(study)["dp"]["noise"] == noise
+        assert run.record(study).dp.noise == noise
         frame = run.ledger.to_frame()
         row = int(frame[(frame["direction"] == UP) & (frame["partition_id"] == 0)].iloc[0]["row"])
         return np.concatenate([np.ravel(a) for a in run.ledger.payload(row).values()])

@@ -92,6 +92,9 @@ def test_run_folder_has_every_file_and_column(two_runs):
     for scheme in manifest["schemes"]:
         cell = run / "schemes" / scheme / "seed-0"
         assert (cell / "scheme.json").is_file() and (cell / "ledger" / "ledger.csv").is_file(), scheme
+        # the finished folder keeps every device's final model (what `mupriv export` and the device-lost threat read)
+        clients = json.loads((cell / "scheme.json").read_text())["clients"]
+        assert sorted(p.name for p in (cell / "models").glob("*.pt")) == sorted(f"{c}.pt" for c in clients), scheme
 
 
 def test_every_scheme_is_attacked_or_marked_not_applicable(two_runs):

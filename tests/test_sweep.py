@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from simulator.cli import app
 from simulator.config import load_config
 from simulator.errors import MuprivError
-from simulator.sweep import Axis, apply_settings, check_axes, grid, parse_set, parse_sweep, parse_value
+from simulator.config import apply_settings, check_axes
+from simulator.config_grid import Axis, grid, parse_set, parse_sweep, parse_value
 
 TINY = """
 seed = 0

@@ -8,7 +8,7 @@ from simulator.config import parse_config
 from simulator.core.model import TDSSM
 from simulator.report.load import RunData
 from simulator.report.render import build_report
-from simulator.simulate import _study_facts
+from simulator.provenance import study_facts
 from simulator.study import _seeded, build_study
 
 # lr 1e-30 moves no float32 weight: no epoch can beat the start, so both phases keep epoch 0.
@@ -33,7 +33,7 @@ def test_phases_that_keep_epoch_0_are_recorded_and_reported(tmp_path, one_torch_
     cached = build_study(cfg, tmp_path / "work2", cache_dir=tmp_path / "cache")
     assert cached.pretrain_cached and cached.pretrain_log == log  # read back from the checkpoint
 
-    facts = _study_facts(study, Path("pretrained/seed-0.pt"))
+    facts = study_facts(study, Path("pretrained/seed-0.pt"))
     assert facts["pretrained"]["phases"] == log
     results = pd.DataFrame([(0, "mu-ft", "client-000", "personal_macro_auroc", 0.7)],
                            columns=["seed", "scheme", "client", "metric", "value"])

@@ -70,6 +70,11 @@ class _CausalFFTConv(torch.autograd.Function):
 
 def causal_fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """y[..., t] = sum_{s<=t} K[..., s] u[..., t-s] for u (B, H, L), K (H, L); zero-padded to 2L so nothing wraps."""
+    if torch.jit.is_tracing():
+        # a TorchScript export (simulator.export) cannot hold a Python autograd Function; the Function's forward is
+        # these same three FFTs, so the exported model computes what the model does
+        L = u.shape[-1]
+        return torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(K, n=2 * L), n=2 * L)[..., :L]
     return _CausalFFTConv.apply(u, K)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from simulator.core.labels import CLASSES
+from simulator.errors import MuprivError
 from simulator.report import plots
 from simulator.report.conclusions import COMPARED, REFERENCE, conclusions
 from simulator.report.document import Block, Code, Heading, Image, Para, Table, to_html, to_markdown
@@ -19,6 +20,7 @@ from simulator.report.failures import failure_blocks, scheme_failures
 from simulator.report.files import write_atomic
 from simulator.report.fmt import MISSING, fmt_bytes, fmt_interval, fmt_leakage, fmt_stat, fmt_value
 from simulator.report.load import PLOTS_DIR, RunData, load_run
+from simulator.scheme_record import SchemeRecord
 from simulator.report.tables import (ACCURACY, COMMUNICATION, DEVICE_COST, LEAKAGE, PRIVACY, QUANTITIES, Quantity,
                                      attack_stats, curve_means, leak_verdicts, ledger_per_round, ledger_totals, lookup, metric_stats,
                                      other_metrics, per_client_values, run_schemes, scheme_key, scheme_summary)
@@ -209,12 +211,11 @@ def _dp_noise_note(run: RunData) -> Para | None:
     sources = set()
     for path in sorted((run.run_dir / "schemes" / "dp-fedavg").glob("seed-*/scheme.json")):
         try:
-            dp = json.loads(path.read_text()).get("dp") or {}
-        except (OSError, json.JSONDecodeError):
+            dp = SchemeRecord.read(path).dp
+        except MuprivError:
             continue
-        if dp.get("mode", "dp-sgd") == "dp-sgd":
-            # runs made before the noise source was recorded seeded it from the run seed
-            sources.add(dp.get("noise", "seeded"))
+        if dp is not None and dp.mode == "dp-sgd":
+            sources.add(dp.noise_source)  # runs made before the noise source was recorded seeded it from the run seed
     if not sources:
         return None
     if sources == {"secret"}:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from simulator.errors import MuprivError
+from simulator.layout import POINTS_DIR, SWEEP_FILE
 from simulator.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from simulator.report.files import write_atomic
 from simulator.report.fmt import MISSING, finite, fmt_stat
@@ -28,8 +29,6 @@ SHOWN = ("improvement_macro_auroc", "forgetting_macro_auroc", "bytes_up", "epsil
 
 def load_sweep(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(points, summary): sweep.csv, and every point's scheme summary with a leading `point` column."""
-    from simulator.sweep import POINTS_DIR, SWEEP_FILE  # pylint: disable=import-outside-toplevel
-
     path = Path(run_dir) / SWEEP_FILE
     if not path.is_file():
         raise MuprivError(f"{path} is missing: {run_dir} is not a finished sweep folder")
@@ -177,8 +176,6 @@ def leakage_vs_bytes_png(summary: pd.DataFrame) -> bytes | None:
 
 
 def build_sweep_report(run_dir: Path) -> tuple[str, list[Block], dict[str, bytes]]:
-    from simulator.sweep import POINTS_DIR  # pylint: disable=import-outside-toplevel
-
     points, summary = load_sweep(run_dir)
     keys = [c for c in points.columns if c != "point"]
     blocks: list[Block] = [Heading("Sweep"),

@@ -1,9 +1,8 @@
-"""Shared builders for the attack tests (no tests here): a small TDSSM FedAvg federation on Flower
+"""Fixtures for the attack tests, not tests (pytest collects nothing here): a small TDSSM FedAvg federation on Flower
 that writes a scheme run directory (scheme.json, ledger/, truth/) like the schemes do."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,12 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from simulator.core.model import ModelConfig, TDSSM
+from simulator.core.model import PARTS, ModelConfig, TDSSM
 from simulator.core.phases import Phase, train_phase
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.engine.api import run_federation
 from simulator.ledger import LedgerEntry, WireLedger
+from simulator.scheme_record import DataFormat, DPParams, SchemeRecord, Threat
 
 CFG = ModelConfig(d_model=16, dropout=0.0)
 LENGTH = 256
@@ -94,14 +94,21 @@ def _sgd(model: TDSSM, data: ECGTensors, lr: float, epochs: int, batch_size: int
 
 def write_run_dir(run_dir: Path, *, scheme: str, ledger: WireLedger, data: list[ECGTensors], optimizer: str, lr: float,
                   epochs: int, batch_size: int, observable: str, cfg: ModelConfig = CFG, dp: dict | None = None,
-                  length: int = LENGTH) -> Path:
+                  length: int = LENGTH, shared_parts: tuple[str, ...] = PARTS, device_parts: tuple[str, ...] = PARTS) -> Path:
+    """A scheme run directory as the runner writes it: scheme.json (a SchemeRecord), ledger/, truth/. SGD is granted
+    with no weight decay and a constant learning rate, AdamW with the project's defaults."""
     run_dir.mkdir(parents=True, exist_ok=True)
     clients = [f"client-{k:03d}" for k in range(len(data))]
-    info = {"scheme": scheme, "params": {}, "model": dataclasses.asdict(cfg), "seed": 0,
-            "threat": {"optimizer": optimizer, "lr": lr, "local_epochs": epochs, "batch_size": batch_size, "pos_weight": 6.0},
-            "clients": clients, "partition_to_client": {str(k): c for k, c in enumerate(clients)},
-            "observable": observable, "dp": dp, "data": {"length": length, "fs": 400.0, "scale": "record"}}
-    (run_dir / "scheme.json").write_text(json.dumps(info))
+    sgd = optimizer == "sgd"
+    record = SchemeRecord(
+        scheme=scheme, summary=f"test fixture: {scheme}", params={}, model=dataclasses.asdict(cfg), seed=0,
+        observable=observable, shared_parts=shared_parts, device_parts=device_parts,
+        threat=Threat(optimizer=optimizer, lr=lr, local_epochs=epochs, batch_size=batch_size, pos_weight=6.0,
+                      weight_decay=0.0 if sgd else 0.01, schedule="constant" if sgd else "cosine"),
+        dp=None if dp is None else DPParams(**dp), clients=tuple(clients),
+        partition_to_client=dict(enumerate(clients)), engine="inline",
+        data=DataFormat(length=length, fs=400.0, scale="record"))
+    (run_dir / "scheme.json").write_text(record.to_json())
     ledger.save(run_dir / "ledger")
     (run_dir / "truth").mkdir(exist_ok=True)
     for c, d in zip(clients, data):
@@ -183,4 +190,5 @@ def query_run_dir(run_dir: Path, *, upload: bool, n_clients: int = 2, per_client
     server, client = query_apps(data, upload=upload)
     result = run_federation(server, client, n_clients, scheme=scheme)
     return write_run_dir(run_dir, scheme=scheme, ledger=result.ledger, data=data, optimizer="adamw", lr=3e-3, epochs=1,
-                         batch_size=32, observable="raw records" if upload else "nothing")
+                         batch_size=32, observable="raw records" if upload else "nothing", shared_parts=(),
+                         device_parts=() if upload else ("encoder", "decoder"))

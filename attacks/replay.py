@@ -1,4 +1,5 @@
-"""The attacker's differentiable simulation of a client's local training.
+"""The attacker's differentiable replay of a client's local training (named replay, not simulate: it has nothing to do
+with `mupriv simulate`).
 
 Given dummy records (x, y), `simulate_update` returns the update the client would have sent from the
 round's global parameters, as a function of (x, y) that autograd can differentiate. Two views:
