@@ -176,6 +176,46 @@ class ReportConfig:
                                                          "which costs about one evaluation pass per round and client"})
 
 
+CONTINUAL_KINDS = ("class", "domain", "both")
+CONTINUAL_METHODS = ("finetune", "replay-all", "random", "herding", "distill")
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """`mupriv continual`: each synthetic patient's records arrive in stages; the device keeps a small memory (see simulator/continual/)."""
+
+    kind: str = field(default="class", metadata={"help": '"class": a new condition appears at each later stage (new_classes); '
+                                                        '"domain": the device is worn a new way at each stage (new electrode '
+                                                        'placement and contact gains); "both"'})
+    stages: int = field(default=3, metadata={"range": "[2, inf)", "help": "stages the records arrive in"})
+    new_classes: tuple[str, ...] = field(default=("AF", "ST"), metadata={
+        "help": 'kind "class"/"both": the class that first appears at stage 1, 2, ... (one per later stage, stages - 1 '
+                'in all); stage 0 knows the other classes'})
+    new_share: float = field(default=0.5, metadata={"range": "(0, 1]", "help": "kind \"class\"/\"both\": share of a later stage's "
+                                                                             "records whose main finding is the new class (the "
+                                                                             "rest follow the mix of the classes known by then)"})
+    patients: int = field(default=4, metadata={"range": "[1, inf)", "help": "synthetic patients (each one device, run separately)"})
+    train_records: int = field(default=40, metadata={"range": "[2, inf)", "help": "records a patient's device trains on per stage"})
+    test_records: int = field(default=60, metadata={"range": "[2, inf)", "help": "held-out records per patient and stage (measurement only)"})
+    epochs: int = field(default=8, metadata={"range": "[1, inf)", "help": "device training epochs per stage ([finetune] gives lr, batch_size, parts)"})
+    methods: tuple[str, ...] = field(default=CONTINUAL_METHODS, metadata={
+        "help": 'what the device keeps between stages: "finetune" (nothing), "replay-all" (every record), "random", '
+                '"herding" or "distill" (a memory of the budget\'s size)'})
+    memory_fraction: float = field(default=0.01, metadata={"range": "(0, 1]", "help": "memory budget as a share of the records seen so far "
+                                                                                    "(at least one record per seen class and one normal)"})
+    memory_records: int = field(default=0, metadata={"range": "[0, inf)", "help": "> 0: a fixed memory budget in records instead of memory_fraction "
+                                                                                 "(still at least one per seen class and one normal)"})
+    replay_share: float = field(default=0.5, metadata={"range": "(0, 1)", "help": "memory records are repeated to make up about this share "
+                                                                                "of each stage's training records"})
+    distill_iterations: int = field(default=100, metadata={"range": "[0, inf)", "help": "distribution-matching steps per stage (a fresh random encoder each)"})
+    distill_lr: float = field(default=0.01, metadata={"range": "(0, inf)", "help": "Adam learning rate on the synthetic records' samples"})
+    distill_embed: str = field(default="features", metadata={"help": '"features": match the random model\'s pooled encoder + S4D '
+                                                                     'features; "encoder": the pooled encoder output alone'})
+    distill_freq_weight: float = field(default=0.1, metadata={"range": "[0, inf)", "help": "weight of the frequency term (mean |rfft| per class "
+                                                                                          "and lead); 0 = embeddings only"})
+    pretrain_records: int = field(default=400, metadata={"range": "[4, inf)", "help": "synthetic source records the server pretrains on ([train] plan)"})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # Every key carries metadata["help"] and every section class a docstring: `mupriv config explain` and
@@ -191,6 +231,7 @@ class RunConfig:
     schemes: SchemesConfig = field(default_factory=SchemesConfig)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
 
     def study_seeds(self) -> list[int]:
         """The seeds of the repeated studies: seed, seed + 1, ..."""
@@ -227,6 +268,7 @@ class RunConfig:
         if self.federation.budget == "as-configured" and self.federation.rounds < 1:
             raise MuprivError("federation.rounds must be >= 1 with federation.budget = \"as-configured\"")
         _check_test_min_positives(self.cohort)
+        _check_continual(self.continual)
         if self.cohort.split not in ("patient", "source", "dirichlet"):
             raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
         if self.attacks.budget not in PRESETS:
@@ -274,6 +316,34 @@ class RunConfig:
         table = self.to_dict()
         table["schemes"] = {"run": list(self.schemes.run), **{n: dict(items) for n, items in self.schemes.options}}
         return table
+
+
+def _check_continual(c: ContinualConfig) -> None:
+    """[continual]: names that must be known, and as many new classes as later stages."""
+    for key, value, choices in (("kind", c.kind, CONTINUAL_KINDS), ("distill_embed", c.distill_embed, ("features", "encoder"))):
+        if value not in choices:
+            raise MuprivError(f"continual.{key} = {value!r}: choose {', '.join(map(repr, choices))}")
+    if not c.methods:
+        raise MuprivError(f"continual.methods is empty: name at least one of {', '.join(CONTINUAL_METHODS)}")
+    for name in c.methods:
+        if name not in CONTINUAL_METHODS:
+            close = difflib.get_close_matches(name, CONTINUAL_METHODS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(CONTINUAL_METHODS)}"
+            raise MuprivError(f"continual.methods has unknown method {name!r}: {hint}")
+    if len(set(c.methods)) != len(c.methods):
+        raise MuprivError(f"continual.methods names a method twice: {list(c.methods)}")
+    if c.kind == "domain":
+        return
+    for name in c.new_classes:
+        if name not in CLASSES:
+            raise MuprivError(f"continual.new_classes has unknown class {name!r}: classes are {', '.join(CLASSES)}")
+    if len(set(c.new_classes)) != len(c.new_classes):
+        raise MuprivError(f"continual.new_classes names a class twice: {list(c.new_classes)}")
+    if len(c.new_classes) != c.stages - 1:
+        raise MuprivError(f"continual.new_classes lists {len(c.new_classes)} class(es) for stages = {c.stages}: kind = "
+                          f"{c.kind!r} needs one new class per later stage ({c.stages - 1}); change one or the other")
+    if len(c.new_classes) >= len(CLASSES):
+        raise MuprivError(f"continual.new_classes leaves stage 0 no class: list at most {len(CLASSES) - 1}")
 
 
 def _check_test_min_positives(c: CohortConfig) -> None:
