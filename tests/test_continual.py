@@ -14,8 +14,9 @@ from simulator.config import parse_config
 from simulator.continual.distill import distill, objective
 from simulator.continual.memory import GROUPS, Memory, budget, herd, select_herding, select_random
 from simulator.continual.metrics import average_accuracy, backward_transfer, forgetting, summary
-from simulator.continual.run import Results, run_patient
+from simulator.continual.run import Results, run_continual, run_patient
 from simulator.continual.scenario import build_streams, stage_classes
+from simulator.continual.widen import should_widen, widen
 from simulator.core.labels import CLASSES
 from simulator.core.model import TDSSM, ModelConfig
 from simulator.core.tensors import ECGTensors
@@ -23,10 +24,10 @@ from simulator.core.tensors import ECGTensors
 TINY_MODEL = {"d_model": 8, "d_state": 4, "ncp_units": 10}
 
 
-def _cfg(**continual):
+def _cfg(val_fraction: float = 0.2, **continual):
     base = {"patients": 1, "train_records": 10, "test_records": 12, "epochs": 1, "distill_iterations": 2,
             "pretrain_records": 8}
-    return parse_config({"model": TINY_MODEL, "data": {"fs": 100.0, "length": 128, "scale": "none"},
+    return parse_config({"model": TINY_MODEL, "data": {"fs": 100.0, "length": 128, "scale": "none", "val_fraction": val_fraction},
                          "cohort": {"shift": 1.0}, "finetune": {"batch_size": 8}, "continual": {**base, **continual}})
 
 
@@ -169,3 +170,70 @@ def test_config_errors_are_one_line_and_exit_code_2(tmp_path, body, needle):
     assert r.exit_code == 2
     assert r.output.startswith("error: ") and r.output.count("\n") == 1 and needle in r.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# ------------------------------------------------------------------------------------------ model-size adaption
+def test_widening_preserves_the_function(one_torch_thread):
+    torch.manual_seed(0)
+    model = TDSSM(ModelConfig(**TINY_MODEL))
+    with torch.no_grad():  # weights far from the init, so the outputs are not near 0 by accident
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    model.eval()
+    x = torch.randn(6, 96, 12)
+    wide = widen(widen(model, 16), 32).eval()
+    assert wide.cfg.d_model == 32 and wide.decoder.layers[0].mask.shape[1] == 32 + wide.decoder.layers[0].hidden
+    with torch.no_grad():
+        y, y_wide = model(x), wide(x)
+    assert float(y.abs().max()) > 0.05
+    assert torch.allclose(y, y_wide, atol=1e-5, rtol=0)
+    assert torch.allclose(model.features(x).repeat(1, 4), wide.features(x), atol=1e-5)
+    # the copies are not tied: training the wide model moves one copy without the other (channel dropout)
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in model.parameters())
+
+
+def test_widening_refuses_a_width_that_is_not_a_larger_multiple():
+    model = TDSSM(ModelConfig(**TINY_MODEL))
+    for width in (8, 12, 4):
+        with pytest.raises(Exception, match="larger multiple"):
+            widen(model, width)
+
+
+@pytest.mark.parametrize("auroc, losses, plateau, fires", [
+    (0.70, [1.0, 0.5, 0.2], 0.0, True),       # below the threshold
+    (0.90, [1.0, 0.5, 0.2], 0.0, False),      # above it, plateau test off
+    (math.nan, [1.0, 0.5, 0.2], 0.0, False),  # no defined validation score: no evidence
+    (0.90, [1.0, 0.50, 0.49], 0.05, True),    # loss fell 2% over the second half: a plateau
+    (0.90, [1.0, 0.50, 0.30], 0.05, False),   # fell 40%: still learning
+])
+def test_the_widening_trigger_on_constructed_cases(auroc, losses, plateau, fires):
+    assert should_widen(auroc, losses, threshold=0.8, plateau=plateau) is fires
+
+
+def test_adaptive_widens_only_when_the_trigger_fires(one_torch_thread):
+    runs = {}
+    for threshold in (1.0, 0.0):  # validation macro-AUROC is always below 1 (fires) and never below 0 (never fires)
+        # 10 validation records per stage: enough for a defined macro-AUROC (2 would often leave every class undefined)
+        cfg = _cfg(val_fraction=0.5, train_records=20, kind="class", methods=["adaptive"], widths=[16, 32],
+                   widen_threshold=threshold)
+        (stream,) = build_streams(cfg, seed=0)
+        results, trained_at = Results(), []
+        run_patient(cfg, stream, TDSSM(cfg.model).eval(), "adaptive", 0, 0, results,
+                    on_train=lambda p, m, stage, data: trained_at.append(stage))
+        runs[threshold] = ({m: [r["value"] for r in results.rows if r["metric"] == m]
+                            for m in ("width", "widened", "train_flops")}, trained_at)
+    fired, never = runs[1.0], runs[0.0]
+    assert fired[0]["width"] == [32, 32, 32] and fired[0]["widened"] == [2, 0, 0]
+    assert fired[1] == [0, 0, 0, 1, 2]  # the widened stage trained again at each width
+    assert never[0]["width"] == [8, 8, 8] and never[0]["widened"] == [0, 0, 0] and never[1] == [0, 1, 2]
+    # stage 0's FLOPs count the training at 8, 16 and 32 channels: more than three times the width-8 training alone
+    assert fired[0]["train_flops"][0] > 3 * never[0]["train_flops"][0]
+
+
+def test_same_config_and_seed_give_the_same_rows(one_torch_thread):
+    cfg = parse_config({"model": TINY_MODEL, "data": {"fs": 100.0, "length": 128, "scale": "none"},
+                        "train": {"full_epochs": 1, "mu_epochs": 1}, "cohort": {"shift": 1.0}, "finetune": {"batch_size": 8},
+                        "continual": {"patients": 1, "train_records": 8, "test_records": 10, "epochs": 1,
+                                      "distill_iterations": 2, "pretrain_records": 10, "methods": ["herding", "distill"]}})
+    first, second = run_continual(cfg), run_continual(cfg)
+    assert first.rows == second.rows and len(first.rows) > 20

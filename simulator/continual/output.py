@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from simulator.atomic import atomic_write
-from simulator.config import RunConfig
+from simulator.config import SIZE_METHODS, RunConfig
 from simulator.config_toml import config_toml
 from simulator.continual.distill import EVAL_ENCODERS
 from simulator.continual.run import Results
@@ -89,6 +89,20 @@ def summary_table(rows: pd.DataFrame, timings: pd.DataFrame, methods: list[str])
     return pd.DataFrame(out)
 
 
+def size_table(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per size method: scores, the width and parameters it ended with, how often it widened, its training FLOPs."""
+    widened = _per_unit(rows, "widened", "sum")
+    out = []
+    for m in methods:
+        out.append({"method": m, "avg_accuracy": _stat(_per_unit(rows, "avg_accuracy").get(m, pd.Series(dtype=float)).tolist()),
+                    "forgetting": _stat(_per_unit(rows, "forgetting").get(m, pd.Series(dtype=float)).tolist()),
+                    "final d_model": f"{_per_unit(rows, 'width').get(m, pd.Series([math.nan])).mean():.0f}",
+                    "parameters": f"{_per_unit(rows, 'parameters').get(m, pd.Series([math.nan])).mean():,.0f}",
+                    "widenings": f"{widened.get(m, pd.Series([0.0])).mean():.2f}",
+                    "training FLOPs": fmt_si(float(_per_unit(rows, "train_flops", "sum").get(m, pd.Series([0.0])).mean()))})
+    return pd.DataFrame(out)
+
+
 def paired(rows: pd.DataFrame, a: str, b: str, metric: str) -> str:
     """a − b on `metric`, paired by (seed, patient): mean [95% interval]."""
     v = _per_unit(rows, metric)
@@ -107,7 +121,7 @@ def report(rows: pd.DataFrame, timings: pd.DataFrame, cfg: RunConfig) -> str:
     c = cfg.continual
     methods = list(c.methods)
     units = rows[rows["patient"] != "server"][["seed", "patient"]].drop_duplicates()
-    src = rows[rows["metric"] == "source_val_macro_auroc"]["value"]
+    src = rows[(rows["metric"] == "source_val_macro_auroc") & (rows["method"] == "")]["value"]
     lines = [
         "# Continual learning on the device",
         "",
@@ -133,6 +147,18 @@ def report(rows: pd.DataFrame, timings: pd.DataFrame, cfg: RunConfig) -> str:
                   "| comparison | Δ average accuracy | Δ forgetting |", "|---|---|---|"]
         lines += [f"| {a} − {b} | {paired(rows, a, b, 'avg_accuracy')} | {paired(rows, a, b, 'forgetting')} |"
                   for a, b in pairs]
+    sized = [m for m in methods if m in SIZE_METHODS]
+    if sized:
+        lines += ["", f"Model-size adaption (memory: {c.size_memory}; widths {cfg.model.d_model} → "
+                      f"{' → '.join(map(str, c.widths))}; adaptive widens when its validation macro-AUROC on a stage's new "
+                      f"records is below {c.widen_threshold:g}"
+                      + (f" or its loss fell by less than {c.widen_plateau:.0%} over the stage's second half" if c.widen_plateau else "")
+                      + "):", "", _markdown(size_table(rows, sized))]
+        if set(SIZE_METHODS) <= set(sized):
+            ratio = (_per_unit(rows, "train_flops", "sum").loc["adaptive"] / _per_unit(rows, "train_flops", "sum").loc["fixed-large"])
+            lines += ["", f"adaptive − fixed-large, paired: Δ average accuracy {paired(rows, 'adaptive', 'fixed-large', 'avg_accuracy')}, "
+                          f"Δ forgetting {paired(rows, 'adaptive', 'fixed-large', 'forgetting')}; adaptive's training FLOPs are "
+                          f"{ratio.mean():.0%} of fixed-large's (mean over units)."]
     before, after = _units(rows, "distill_objective_before"), _units(rows, "distill_objective_after")
     if len(before):
         lines += ["", f"Distribution matching lowered its objective (on {EVAL_ENCODERS} fixed random encoders it never drew) from "

@@ -6,7 +6,10 @@ continual.epochs on:
 - finetune: the stage's new records only (the forgetting baseline);
 - replay-all: every record seen so far (the upper bound; its memory is everything);
 - random / herding / distill: the new records plus the memory kept after stage i-1, repeated so that it makes
-  up about continual.replay_share of the records (a handful of kept records would otherwise hardly count).
+  up about continual.replay_share of the records (a handful of kept records would otherwise hardly count);
+- adaptive / fixed-large (model-size adaption, simulator.continual.widen): as continual.size_memory, on the
+  stage's records less a validation share; adaptive starts small and widens when its trigger fires, fixed-large
+  is the largest width from the start (pretrained at that width by the same plan).
 After training it updates the memory from the candidates it holds (memory + new records) to the budget of the
 records seen so far (simulator.continual.memory). The epoch trained last is kept: there is no validation split
 (the device's new records are few, and every method is treated alike).
@@ -25,14 +28,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulator.config import RunConfig
+from simulator.config import SIZE_METHODS, RunConfig
 from simulator.continual.distill import distill
 from simulator.continual.memory import Memory, budget, embeddings, select_herding, select_random
 from simulator.continual.metrics import average_accuracy, summary
 from simulator.continual.scenario import PatientStream, build_streams, stage_classes
+from simulator.continual.widen import should_widen, widen
 from simulator.core.cost import count_flops, phase_cost
 from simulator.core.labels import CLASSES
-from simulator.core.model import TDSSM
+from simulator.core.model import TDSSM, count_parameters
 from simulator.core.phases import Phase, evaluate, train_phase, train_plan
 from simulator.core.tensors import ECGTensors
 from simulator.data.preprocess import preprocess_records
@@ -111,12 +115,20 @@ def training_set(method: str, new: Memory, memory: Memory | None, seen: list[Mem
 
 def run_patient(cfg: RunConfig, stream: PatientStream, pretrained: TDSSM, method: str, seed: int, patient_index: int,
                 results: Results, on_train: TrainHook | None = None) -> np.ndarray:
-    """One device through every stage with one method; appends its rows and returns its accuracy matrix."""
+    """One device through every stage with one method; appends its rows and returns its accuracy matrix.
+
+    "adaptive" and "fixed-large" keep continual.size_memory's memory and hold out data.val_fraction of each stage's
+    new records as validation (the trigger's evidence; "fixed-large" holds them out too, so both train on the same
+    records). "adaptive" starts from `pretrained` (model.d_model) and, after a stage's training, widens to the next
+    of continual.widths and trains the stage again for as long as the trigger fires and widths remain."""
     c = cfg.continual
     T = len(stream.stages)
+    sized = method in SIZE_METHODS
+    memory_method = c.size_memory if sized else method
     phase = replace(cfg.finetune.phase(), epochs=c.epochs)
     model = copy.deepcopy(pretrained)
     flops = _Flops(model, phase, stream.stages[0].train.length)
+    widths = list(c.widths) if method == "adaptive" else []
     a = np.full((T, T), math.nan)
     memory: Memory | None = None
     seen: list[Memory] = []
@@ -129,21 +141,40 @@ def run_patient(cfg: RunConfig, stream: PatientStream, pretrained: TDSSM, method
     for j, st in enumerate(stream.stages):  # the starting model on every stage: what each stage adds to
         row(-1, j, "macro_auroc", evaluate(pretrained, st.test).macro_auroc)
     for i, stage in enumerate(stream.stages):
-        new = Memory.of_records(stage.train, i)
+        train_seed = seed * 100_000 + patient_index * 100 + i
+        fit, val = stage.train, None
+        if sized:
+            split = split_tensors(stage.train, cfg.data.val_fraction, train_seed)
+            fit, val = split if split is not None else (stage.train, None)
+        new = Memory.of_records(fit, i)
         seen.append(new)
         seen_records += len(new)
-        data = training_set(method, new, memory, seen, c.replay_share)
-        if on_train is not None:
-            on_train(stream.patient, method, i, data)
+        data = training_set(memory_method, new, memory, seen, c.replay_share)
         t0 = time.perf_counter()
-        train_phase(model, phase, data.data, None, seed=seed * 100_000 + patient_index * 100 + i)
+        train_flops, widened = 0, 0
+        while True:
+            if on_train is not None:
+                on_train(stream.patient, method, i, data)
+            result = train_phase(model, phase, data.data, None, seed=train_seed + 10_000 * widened)
+            train_flops += flops.training(len(data))
+            val_auroc = evaluate(model, val).macro_auroc if val is not None else math.nan
+            if not widths or not should_widen(val_auroc, [h.loss for h in result.history], c.widen_threshold, c.widen_plateau):
+                break
+            model = widen(model, widths.pop(0))
+            flops = _Flops(model, phase, stage.train.length)
+            widened += 1
         train_s = time.perf_counter() - t0
         row(i, "", "train_records", len(data))
-        row(i, "", "train_flops", flops.training(len(data)))
+        row(i, "", "train_flops", train_flops)
+        if sized:
+            row(i, "", "val_macro_auroc", val_auroc)
+            row(i, "", "widened", widened)
+        row(i, "", "width", model.cfg.d_model)
+        row(i, "", "parameters", count_parameters(model)["total"])
 
         t0 = time.perf_counter()
-        memory, select_flops = _update_memory(cfg, method, model, memory, new, seen, seen_records, seed, patient_index, i,
-                                              results, stream.patient)
+        memory, select_flops = _update_memory(cfg, memory_method, method, model, memory, new, seen, seen_records, seed,
+                                              patient_index, i, results, stream.patient)
         select_s = time.perf_counter() - t0
         row(i, "", "memory_records", len(memory) if memory is not None else 0)
         row(i, "", "memory_bytes", memory.nbytes if memory is not None else 0)
@@ -159,10 +190,11 @@ def run_patient(cfg: RunConfig, stream: PatientStream, pretrained: TDSSM, method
     return a
 
 
-def _update_memory(cfg: RunConfig, method: str, model: TDSSM, memory: Memory | None, new: Memory, seen: list[Memory],
-                   seen_records: int, seed: int, patient_index: int, stage: int, results: Results,
+def _update_memory(cfg: RunConfig, method: str, label: str, model: TDSSM, memory: Memory | None, new: Memory,
+                   seen: list[Memory], seen_records: int, seed: int, patient_index: int, stage: int, results: Results,
                    patient: str) -> tuple[Memory | None, int]:
-    """The memory after a stage, and the FLOPs its selection took on the device."""
+    """The memory after a stage (`method`: the memory method; `label`: the method its rows are filed under), and the
+    FLOPs its selection took on the device."""
     c = cfg.continual
     if method == "finetune":
         return None, 0
@@ -178,10 +210,9 @@ def _update_memory(cfg: RunConfig, method: str, model: TDSSM, memory: Memory | N
         work = count_flops(lambda: embeddings(model, candidates.data.x))
         return select_herding(candidates, size, model, rng)[0], work
     result = distill(candidates, size, cfg.model, c, stage, seed * 1000 + patient_index)
-    results.rows.append({"seed": seed, "patient": patient, "method": method, "stage_trained": stage, "stage_tested": "",
-                         "metric": "distill_objective_before", "value": result.objective_before})
-    results.rows.append({"seed": seed, "patient": patient, "method": method, "stage_trained": stage, "stage_tested": "",
-                         "metric": "distill_objective_after", "value": result.objective_after})
+    for metric, value in (("distill_objective_before", result.objective_before), ("distill_objective_after", result.objective_after)):
+        results.rows.append({"seed": seed, "patient": patient, "method": label, "stage_trained": stage, "stage_tested": "",
+                             "metric": metric, "value": value})
     return result.memory, result.flops
 
 
@@ -198,11 +229,20 @@ def run_continual(cfg: RunConfig, on_step: Callable[[str], None] | None = None,
                              "metric": "source_val_macro_auroc", "value": float(source_auroc)})
         results.timings.append({"seed": seed, "patient": "server", "method": "", "stage_trained": -1, "stage_tested": "",
                                 "metric": "pretrain_s", "value": time.perf_counter() - t0})
+        large = None
+        if "fixed-large" in cfg.continual.methods:
+            width = cfg.continual.widths[-1]
+            say(f"seed {seed}: pretraining the fixed d_model-{width} model")
+            large_cfg = replace(cfg, model=replace(cfg.model, d_model=width))
+            large, large_auroc = pretrain(large_cfg, seed)
+            results.rows.append({"seed": seed, "patient": "server", "method": "fixed-large", "stage_trained": -1,
+                                 "stage_tested": "", "metric": "source_val_macro_auroc", "value": float(large_auroc)})
         say(f"seed {seed}: building {cfg.continual.patients} patients' stages")
         streams = build_streams(cfg, seed)
         for k, stream in enumerate(streams):
             for method in cfg.continual.methods:
                 say(f"seed {seed}: {stream.patient}, {method}")
-                run_patient(cfg, stream, pretrained, method, seed, k, results, on_train)
+                start = large if method == "fixed-large" else pretrained
+                run_patient(cfg, stream, start, method, seed, k, results, on_train)
     return results
 
