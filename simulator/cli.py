@@ -51,6 +51,9 @@ def _mount_subcommands() -> None:
 
     app.command("report")(user_errors(report_command))
     app.command("compare")(user_errors(compare_command))
+    from simulator.cli_continual import continual_command
+
+    app.command("continual")(user_errors(continual_command))
     from simulator.cli_config import config_app
 
     app.add_typer(config_app)  # `mupriv config explain|show|check`

@@ -180,6 +180,61 @@ class ReportConfig:
                                                          "which costs about one evaluation pass per round and client"})
 
 
+CONTINUAL_KINDS = ("class", "domain", "both")
+CONTINUAL_METHODS = ("finetune", "replay-all", "random", "herding", "distill")
+SIZE_METHODS = ("adaptive", "fixed-large")  # model-size adaption: need continual.widths
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """`mupriv continual`: each synthetic patient's records arrive in stages; the device keeps a small memory (see simulator/continual/)."""
+
+    kind: str = field(default="class", metadata={"help": '"class": a new condition appears at each later stage (new_classes); '
+                                                        '"domain": the device is worn a new way at each stage (new electrode '
+                                                        'placement and contact gains); "both"'})
+    stages: int = field(default=3, metadata={"range": "[2, inf)", "help": "stages the records arrive in"})
+    new_classes: tuple[str, ...] = field(default=("AF", "ST"), metadata={
+        "help": 'kind "class"/"both": the class that first appears at stage 1, 2, ... (one per later stage, stages - 1 '
+                'in all); stage 0 knows the other classes'})
+    new_share: float = field(default=0.5, metadata={"range": "(0, 1]", "help": "kind \"class\"/\"both\": share of a later stage's "
+                                                                             "records whose main finding is the new class (the "
+                                                                             "rest follow the mix of the classes known by then)"})
+    patients: int = field(default=4, metadata={"range": "[1, inf)", "help": "synthetic patients (each one device, run separately)"})
+    train_records: int = field(default=40, metadata={"range": "[2, inf)", "help": "records a patient's device trains on per stage"})
+    test_records: int = field(default=60, metadata={"range": "[2, inf)", "help": "held-out records per patient and stage (measurement only)"})
+    epochs: int = field(default=8, metadata={"range": "[1, inf)", "help": "device training epochs per stage ([finetune] gives lr, batch_size, parts)"})
+    methods: tuple[str, ...] = field(default=CONTINUAL_METHODS, metadata={
+        "help": 'what the device keeps between stages: "finetune" (nothing), "replay-all" (every record), "random", '
+                '"herding" or "distill" (a memory of the budget\'s size); with widths set, also "adaptive" (start at '
+                'model.d_model, widen when the trigger fires) and "fixed-large" (the last width from the start), both '
+                'keeping size_memory\'s memory'})
+    memory_fraction: float = field(default=0.01, metadata={"range": "(0, 1]", "help": "memory budget as a share of the records seen so far "
+                                                                                    "(at least one record per seen class and one normal)"})
+    memory_records: int = field(default=0, metadata={"range": "[0, inf)", "help": "> 0: a fixed memory budget in records instead of memory_fraction "
+                                                                                 "(still at least one per seen class and one normal)"})
+    replay_share: float = field(default=0.5, metadata={"range": "(0, 1)", "help": "memory records are repeated to make up about this share "
+                                                                                "of each stage's training records"})
+    distill_iterations: int = field(default=100, metadata={"range": "[0, inf)", "help": "distribution-matching steps per stage (a fresh random encoder each)"})
+    distill_lr: float = field(default=0.01, metadata={"range": "(0, inf)", "help": "Adam learning rate on the synthetic records' samples"})
+    distill_embed: str = field(default="features", metadata={"help": '"features": match the random model\'s pooled encoder + S4D '
+                                                                     'features; "encoder": the pooled encoder output alone'})
+    distill_freq_weight: float = field(default=0.1, metadata={"range": "[0, inf)", "help": "weight of the frequency term (mean |rfft| per class "
+                                                                                          "and lead); 0 = embeddings only"})
+    pretrain_records: int = field(default=400, metadata={"range": "[4, inf)", "help": "synthetic source records the server pretrains on ([train] plan)"})
+    widths: tuple[int, ...] = field(default=(), metadata={"help": "model-size adaption: the d_model values the device may "
+                                                                  "grow to, in order, each a multiple of the one before "
+                                                                  "(model.d_model is the start), e.g. [64, 128]"})
+    widen_threshold: float = field(default=0.8, metadata={"range": "[0, 1]", "help": "\"adaptive\" widens when the "
+                                                                                   "macro-AUROC on its validation share "
+                                                                                   "(data.val_fraction) of the stage's new "
+                                                                                   "records is below this"})
+    widen_plateau: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "> 0: \"adaptive\" also widens when the "
+                                                                                 "training loss fell by less than this share "
+                                                                                 "over the stage's second half of epochs"})
+    size_memory: str = field(default="random", metadata={"help": 'the memory "adaptive" and "fixed-large" keep: "random", '
+                                                                 '"herding" or "distill"'})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # Every key carries metadata["help"] and every section class a docstring: `mupriv config explain` and
@@ -195,6 +250,7 @@ class RunConfig:
     schemes: SchemesConfig = field(default_factory=SchemesConfig)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
 
     def study_seeds(self) -> list[int]:
         """The seeds of the repeated studies: seed, seed + 1, ..."""
@@ -231,6 +287,7 @@ class RunConfig:
         if self.federation.budget == "as-configured" and self.federation.rounds < 1:
             raise MuprivError("federation.rounds must be >= 1 with federation.budget = \"as-configured\"")
         _check_test_min_positives(self.cohort)
+        _check_continual(self.continual, self.model.d_model)
         if self.cohort.split not in ("patient", "source", "dirichlet"):
             raise MuprivError(f"cohort.split = {self.cohort.split!r}: choose 'patient', 'source' or 'dirichlet'")
         if self.attacks.budget not in PRESETS:
@@ -278,6 +335,45 @@ class RunConfig:
         table = self.to_dict()
         table["schemes"] = {"run": list(self.schemes.run), **{n: dict(items) for n, items in self.schemes.options}}
         return table
+
+
+def _check_continual(c: ContinualConfig, d_model: int) -> None:
+    """[continual]: names that must be known, as many new classes as later stages, widths that can be grown to."""
+    for key, value, choices in (("kind", c.kind, CONTINUAL_KINDS), ("distill_embed", c.distill_embed, ("features", "encoder"))):
+        if value not in choices:
+            raise MuprivError(f"continual.{key} = {value!r}: choose {', '.join(map(repr, choices))}")
+    if not c.methods:
+        raise MuprivError(f"continual.methods is empty: name at least one of {', '.join(CONTINUAL_METHODS)}")
+    for name in c.methods:
+        if name not in CONTINUAL_METHODS + SIZE_METHODS:
+            close = difflib.get_close_matches(name, CONTINUAL_METHODS + SIZE_METHODS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(CONTINUAL_METHODS + SIZE_METHODS)}"
+            raise MuprivError(f"continual.methods has unknown method {name!r}: {hint}")
+    if c.size_memory not in ("random", "herding", "distill"):
+        raise MuprivError(f"continual.size_memory = {c.size_memory!r}: choose 'random', 'herding' or 'distill'")
+    if any(m in SIZE_METHODS for m in c.methods) and not c.widths:
+        raise MuprivError("continual.methods lists \"adaptive\" or \"fixed-large\", which need continual.widths "
+                          f"(the d_model values to grow to from model.d_model = {d_model}, e.g. [{2 * d_model}, {4 * d_model}])")
+    width = d_model
+    for w in c.widths:
+        if w <= width or w % width:
+            raise MuprivError(f"continual.widths = {list(c.widths)}: each width must be a larger multiple of the one "
+                              f"before (starting at model.d_model = {d_model}); {w} is not a larger multiple of {width}")
+        width = w
+    if len(set(c.methods)) != len(c.methods):
+        raise MuprivError(f"continual.methods names a method twice: {list(c.methods)}")
+    if c.kind == "domain":
+        return
+    for name in c.new_classes:
+        if name not in CLASSES:
+            raise MuprivError(f"continual.new_classes has unknown class {name!r}: classes are {', '.join(CLASSES)}")
+    if len(set(c.new_classes)) != len(c.new_classes):
+        raise MuprivError(f"continual.new_classes names a class twice: {list(c.new_classes)}")
+    if len(c.new_classes) != c.stages - 1:
+        raise MuprivError(f"continual.new_classes lists {len(c.new_classes)} class(es) for stages = {c.stages}: kind = "
+                          f"{c.kind!r} needs one new class per later stage ({c.stages - 1}); change one or the other")
+    if len(c.new_classes) >= len(CLASSES):
+        raise MuprivError(f"continual.new_classes leaves stage 0 no class: list at most {len(CLASSES) - 1}")
 
 
 def _check_test_min_positives(c: CohortConfig) -> None:
