@@ -88,29 +88,10 @@ GLOBAL_MODEL = ThreatModel("global-model", "global models",
                            access="white-box: every broadcast global model")
 
 
-# The default observable per scheme, used when a run's scheme.json does not say (a hand-made run folder); the attacker
-# cannot read baselines.registry, so tests/test_attacks_metrics.py checks that this agrees with each scheme's own declaration.
-SCHEME_OBSERVABLE: dict[str, str] = {
-    "mu-ft": NOTHING,
-    "local-ft": NOTHING,
-    "central": RAW,
-    "fedavg": UPDATES,
-    "fedprox": UPDATES,
-    "fedrep": UPDATES,
-    "fedper": UPDATES,
-    "fed-mu": UPDATES,
-    "dp-fedavg": NOISED,
-    "secagg-fedavg": AGGREGATE,
-}
-
-
-def threat_for(scheme: str, observable: str | None = None, dp: dict | None = None) -> ThreatModel:
-    """The threat model of a scheme run: its scheme.json's `observable` wins over the default mapping;
-    DP parameters on a per-client-update scheme make it the noised-update threat."""
-    obs = observable or SCHEME_OBSERVABLE.get(scheme)
-    if obs is None:
-        raise KeyError(f"scheme {scheme!r} has no known observable; add \"observable\" to its scheme.json "
-                       f"(one of {', '.join(OBSERVABLES)})")
+def threat_for(scheme: str, observable: str, dp: dict | None = None) -> ThreatModel:
+    """The threat model of a scheme run, from what its scheme.json says leaves the device (`observable`, which
+    the scheme record requires); DP parameters on a per-client-update scheme make it the noised-update threat."""
+    obs = observable
     if obs not in THREAT_MODELS:
         raise KeyError(f"observable {obs!r} of scheme {scheme!r} is not one of {', '.join(OBSERVABLES)}")
     if obs == UPDATES and dp and float(dp.get("noise_multiplier") or 0.0) > 0:

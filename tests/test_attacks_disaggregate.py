@@ -27,9 +27,10 @@ from simulator.core.model import TDSSM
 from simulator.engine.api import run_federation
 from simulator.errors import MuprivError
 from simulator.ledger import WireLedger
+from simulator.scheme_record import AGGREGATE
 from tests.attack_fixtures import CFG, _params_record, client_data, fedavg_apps, secagg_view, write_run_dir
 
-THREAT = threat_for("secagg-fedavg")
+THREAT = threat_for("secagg-fedavg", AGGREGATE)
 SHAPES = {"a": (3, 4), "b": (5,)}
 
 
