@@ -13,6 +13,10 @@ For each (scheme, attack, quantity) this module reports:
   independent, never count as independent evidence. A percentile bootstrap over a handful of clients is too
   narrow, so for mean gains the interval is widened to the Student-t interval over the clients' means where
   that is wider (over the units when there is a single client);
+- with two or more seeds, patients of one seed share a cohort and a pretrained model, so they are not
+  independent either: mean gains are then widened to the Student-t interval over the seeds' means (each the
+  mean of its clients' mean gains), and membership statistics resample seeds first, then clients within each
+  drawn seed, then units. This is the nesting the report's Conclusions use for accuracy;
 - a verdict: "leaks" only when the interval's lower bound is above 0, else "no evidence".
 
 Choosing the strongest of several attacks (and of several scores of one kind of leakage, e.g. Pearson r
@@ -92,11 +96,16 @@ def _seed_for(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
-def _t_interval(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sign: float, level: float
-                 ) -> tuple[float, float]:
-    """Student-t interval of the mean gain over the clusters' mean gains (over the units of a single cluster)."""
-    if len(clusters) >= 2:
-        x = np.array([float(np.mean(sign * (v - n))) for v, n, _ in clusters])
+def _t_interval(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sign: float, level: float,
+                groups: list | None = None) -> tuple[float, float]:
+    """Student-t interval of the mean gain over the groups' means when there are two or more groups (a group's
+    mean is the mean of its clusters' mean gains), else over the clusters' mean gains (over the units of a single
+    cluster)."""
+    means = [float(np.mean(sign * (v - n))) for v, n, _ in clusters]
+    if groups is not None and len(set(groups)) >= 2:
+        x = np.array([np.mean([m for m, g in zip(means, groups) if g == key]) for key in dict.fromkeys(groups)])
+    elif len(clusters) >= 2:
+        x = np.array(means)
     else:
         v, n, _ = clusters[0]
         x = sign * (v - n)
@@ -107,10 +116,12 @@ def _t_interval(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sign:
 
 
 def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q: Quantity, level: float,
-                   n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
+                   n_boot: int = N_BOOT, seed: int = 0, groups: list | None = None) -> tuple[float, float, float]:
     """(gain, low, high): the gain on all units and its percentile interval from a two-level bootstrap
     (clusters with replacement, then units with replacement within each drawn cluster; membership units
-    are resampled within members and within non-members, so every draw keeps both)."""
+    are resampled within members and within non-members, so every draw keeps both). ``groups`` names each
+    cluster's seed: with two or more, the clusters are nested in them (see the module docstring)."""
+    nested = groups is not None and len(set(groups)) >= 2
     stat = _stat_fn(q)
     value = np.concatenate([c[0] for c in clusters])
     null = np.concatenate([c[1] for c in clusters])
@@ -128,17 +139,21 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
         rows = np.arange(n_boot)[:, None]
         boots = sums[rows, pick].sum(1) / sizes[pick].sum(1)
         low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-        t_low, t_high = _t_interval(clusters, sign, level)
+        t_low, t_high = _t_interval(clusters, sign, level, groups if nested else None)
         # A percentile bootstrap of a handful of clients (or units) is too narrow: take the wider of it and the
         # Student-t interval over the clients' means (over the units when there is one client), but no wider
         # than a gain can be (a score in [a, b] against a null in [a, b] gains at most b - a either way).
         width = (q.span[1] - q.span[0]) if q.span else math.inf
         return gain, float(max(min(low, t_low), -width)), float(min(max(high, t_high), width))
     else:
+        by_group = [[j for j, g in enumerate(groups) if g == key] for key in dict.fromkeys(groups)] if nested \
+            else [list(range(len(clusters)))]
         boots = np.empty(n_boot)
         for b in range(n_boot):
             vs, ns, ls = [], [], []
-            for j in rng.integers(0, len(clusters), size=len(clusters)):
+            drawn = [by_group[i] for i in rng.integers(0, len(by_group), size=len(by_group))] if nested else by_group
+            picks = np.concatenate([rng.choice(members, size=len(members)) for members in drawn])
+            for j in picks:
                 v, n, lab = clusters[j]
                 idx = np.concatenate([rng.choice(np.flatnonzero(lab == k), size=int((lab == k).sum()))
                                       for k in (0, 1) if (lab == k).any()])
@@ -161,13 +176,15 @@ def _estimate(q: Quantity, frame: pd.DataFrame) -> tuple[float, float]:
     return est, float(q.chance or 0.0)
 
 
-def _clusters(frame: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _clusters(frame: pd.DataFrame) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], list | None]:
+    """One (value, null, label) cluster per (seed, client), and each cluster's seed (None without a seed column)."""
     keys = ["seed", "client"] if "seed" in frame.columns else ["client"]
-    out = []
-    for _, grp in frame.groupby(keys, sort=True):
+    out, seeds = [], []
+    for key, grp in frame.groupby(keys, sort=True):
         out.append((grp["value"].to_numpy(np.float64), grp["null"].to_numpy(np.float64),
                     grp["label"].to_numpy(np.float64)))
-    return out
+        seeds.append(key[0])
+    return out, (seeds if "seed" in frame.columns else None)
 
 
 def calibrate(units: pd.DataFrame, level: float = LEVEL, n_boot: int = N_BOOT) -> pd.DataFrame:
@@ -189,7 +206,7 @@ def calibrate(units: pd.DataFrame, level: float = LEVEL, n_boot: int = N_BOOT) -
             q = QUANTITIES[quantity]
             sub = fam[(fam["quantity"] == quantity) & (fam["attack"] == attack)]
             est, null = _estimate(q, sub)
-            clusters = _clusters(sub)
+            clusters, seeds = _clusters(sub)
             threat = ",".join(sorted(set(map(str, sub["threat_model"]))))
             kinds = sorted({str(k) for k in sub["null_kind"].dropna() if str(k) not in ("", "nan")}) \
                 if "null_kind" in sub.columns else []
@@ -202,9 +219,12 @@ def calibrate(units: pd.DataFrame, level: float = LEVEL, n_boot: int = N_BOOT) -
                 rows.append({**base, "gain": gain, "ci_low": math.nan, "ci_high": math.nan, "verdict": NO_EVIDENCE,
                              "note": f"{len(sub)} unit(s): too few for an interval"})
                 continue
-            gain, low, high = bootstrap_gain(clusters, q, adj_level, n_boot, _seed_for(scheme, quantity, attack))
+            gain, low, high = bootstrap_gain(clusters, q, adj_level, n_boot, _seed_for(scheme, quantity, attack), seeds)
             verdict = LEAKS if math.isfinite(low) and low > 0 else NO_EVIDENCE
-            note = f"Bonferroni over {m} (attack, score) pairs" if m > 1 else ""
+            notes = [f"Bonferroni over {m} (attack, score) pairs"] if m > 1 else []
+            if seeds is not None and len(set(seeds)) >= 2:
+                notes.append(f"patients nested in {len(set(seeds))} seeds")
+            note = "; ".join(notes)
             rows.append({**base, "gain": gain, "ci_low": low, "ci_high": high, "verdict": verdict, "note": note})
     out = pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
     order = {k: i for i, k in enumerate(QUANTITIES)}

@@ -57,11 +57,13 @@ def write_failures(work: Path, cells: Cells) -> None:
 
 
 def write_leakage(run_dir: Path, cells: list[Path]) -> None:
-    """leakage_units.csv (every cell's units) and leakage.csv (calibrated over every seed at once: patients
-    of all seeds are the clusters of the bootstrap)."""
+    """leakage_units.csv (every cell's units) and leakage.csv (calibrated over every seed at once, each seed's
+    patients nested in it: attacks.calibrate)."""
     from attacks.calibrate import UNIT_COLUMNS, calibrate  # pylint: disable=import-outside-toplevel
 
-    parts = [pd.read_csv(c / layout.UNITS_FILE, keep_default_na=True) for c in cells if (c / layout.UNITS_FILE).is_file()]
+    # null_kind is empty for membership units and text otherwise: read it as text, not guessed per chunk
+    parts = [pd.read_csv(c / layout.UNITS_FILE, keep_default_na=True, dtype={"null_kind": object})
+             for c in cells if (c / layout.UNITS_FILE).is_file()]
     units = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["seed", *UNIT_COLUMNS])
     for col in ("scheme", "client", "attack", "threat_model", "quantity", "unit"):
         units[col] = units[col].astype(str)

@@ -253,3 +253,46 @@ def test_a_handful_of_units_gets_at_least_the_student_t_interval():
     assert lo == pytest.approx(0.04 - half) and hi == pytest.approx(0.04 + half)
     boots = [np.mean(np.random.default_rng(k).choice(v, 4)) for k in range(2000)]
     assert np.quantile(boots, 0.025) > lo  # the percentile bootstrap alone would have been narrower
+
+
+def _seeded_units(seed_gains: dict[int, float], clients: int = 3, units: int = 5) -> pd.DataFrame:
+    """Every unit of a seed's clients gains exactly that seed's gain over its null (waveform r)."""
+    rows = [{"seed": s, "scheme": "s", "client": f"c{k}", "round": 1, "attack": "a", "threat_model": "t",
+             "quantity": "waveform_r", "unit": str(u), "value": 0.1 + g, "null": 0.1, "label": math.nan}
+            for s, g in seed_gains.items() for k in range(clients) for u in range(units)]
+    return pd.DataFrame(rows, columns=["seed", *UNIT_COLUMNS])
+
+
+def test_patients_of_one_seed_are_nested_in_it():
+    """Three seeds whose patients all gain 0.2, 0.5 and 0.8: the interval is the Student-t interval over the three
+    seed means (hand-computed: 0.5 ± t(2, 0.975) * 0.3 / sqrt(3)), which contains 0, so no evidence. Treating the
+    nine patients as independent (no seed column, nine distinct clients) would call it a leak."""
+    units = _seeded_units({0: 0.2, 1: 0.5, 2: 0.8})
+    row = calibrate(units, n_boot=500).iloc[0]
+    half = 4.302652729911275 * 0.3 / math.sqrt(3)
+    assert row["gain"] == pytest.approx(0.5)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.5 - half, 0.5 + half))
+    assert row["verdict"] != LEAKS and "nested in 3 seeds" in row["note"]
+    flat = units.drop(columns="seed").assign(client=[f"{s}-{c}" for s, c in zip(units["seed"], units["client"])])
+    flat_row = calibrate(flat, n_boot=500).iloc[0]
+    assert flat_row["verdict"] == LEAKS and flat_row["ci_low"] > 0.25
+
+
+def test_membership_resamples_seeds_before_patients():
+    """Membership separates perfectly in one seed and not at all in the other: resampling seeds first puts draws
+    where only the blind seed was drawn (gain 0) into the interval; resampling the patients alone rarely does."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for s, strength in ((0, 50.0), (1, 0.0)):
+        for k in range(6):
+            for u in range(40):
+                member = u < 20
+                rows.append({"seed": s, "scheme": "s", "client": f"c{k}", "round": 1, "attack": "mi",
+                             "threat_model": "t", "quantity": "membership_auc", "unit": str(u),
+                             "value": rng.normal(strength if member else 0.0), "null": math.nan, "label": float(member)})
+    units = pd.DataFrame(rows, columns=["seed", *UNIT_COLUMNS])
+    nested = calibrate(units, n_boot=400).iloc[0]
+    flat = calibrate(units.drop(columns="seed").assign(client=[f"{s}-{c}" for s, c in zip(units["seed"], units["client"])]),
+                     n_boot=400).iloc[0]
+    assert nested["ci_low"] < 0.05 < flat["ci_low"]
+    assert nested["ci_high"] > 0.45

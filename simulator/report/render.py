@@ -147,7 +147,8 @@ def _leakage_table(summary: pd.DataFrame, schemes: list[str]) -> Table | None:
         rows.append([s, *(fmt_leakage(c, with_source=False) for c in cells)])
     return Table(["scheme", *(q.label for q in LEAKAGE)], rows,
                  caption="Each cell: the verdict and the gain of the (attack, score) with the strongest evidence over the "
-                         "best null control scored the same way, [its 95% bootstrap interval over clients and records, "
+                         "best null control scored the same way, [its 95% bootstrap interval over clients and records "
+                         "(clients nested in seeds when there are several), "
                          "Bonferroni-adjusted for the attacks and scores compared]. leaks: the interval is above 0; "
                          "n/a: the threat model has nothing to attack; —: not attacked.")
 
