@@ -20,6 +20,7 @@ Exposed models (kind) and threat models:
   global         the global model a federated server broadcasts in a round (`global-model`)
   final-global   the last global model, broadcast after the last round (`global-model`)
   device-lost    a device's final personal model, RUN_DIR/models/<client>.pt (`device-lost`), every scheme
+  distilled-set  the distilled records a client uploaded (`distilled-custodian`, distill-share): no model at all
 
 Methods (per-record scores; higher = more likely a member):
   mi-loss        -BCE of the target (the project's loss, granted pos_weight): Yeom et al. 2018
@@ -27,6 +28,9 @@ Methods (per-record scores; higher = more likely a member):
   mi-lira        offline LiRA (Carlini et al. 2022): the record's confidence phi = logit of the likelihood
                  of its labels (or minus its loss: `lira_confidence`), standardised by a Gaussian fitted to
                  phi under shadow models that all left the record OUT (one-sided: members sit above them)
+  mi-nn          (distilled-set only) the record's similarity to its nearest distilled record (mean over leads of
+                 the per-lead Pearson r, attacks.metrics): distillation starts from real records, so a member
+                 may survive in the set it was condensed into (Carlini et al. 2022, "No free lunch")
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attacks.metrics import auc, tpr_at_fpr
+from attacks.metrics import auc, similarity_matrix, tpr_at_fpr
 from attacks.observe import LocalTraining, Observation, RunInfo, resolve_param_arrays
 from attacks.priors import PopulationPrior
 from attacks.shadow_models import Params, ShadowBank, ShadowRecipe, ShadowSet, load_model, params_digest
@@ -55,7 +59,9 @@ from simulator.core.tensors import load_npz
 from simulator.ledger import DOWN, WireLedger
 
 METHODS = ("mi-loss", "mi-calibrated", "mi-lira")
-KINDS = ("client-update", "aggregate", "global", "final-global", "device-lost")
+SET_METHODS = ("mi-nn",)  # against a distilled set: no model to query
+DISTILLED_SET = "distilled-set"
+KINDS = ("client-update", "aggregate", "global", "final-global", "device-lost", DISTILLED_SET)
 CHANCE = {"mi_auc": 0.5, "mi_tpr_at_1fpr": 0.01, "mi_tpr_at_10fpr": 0.1}
 COLUMNS = ["scheme", "client", "round", "attack", "threat_model", "metric", "value", "settings", "note"]
 UNIT_COLUMNS = ["scheme", "client", "round", "attack", "unit", "label", "value", "kind", "threat_model"]
@@ -85,6 +91,11 @@ class MembershipTarget:
     lira_note: str = ""  # why LiRA did not run, when it did not
     note: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    records: np.ndarray | None = field(default=None, repr=False)  # distilled-set: the uploaded records (n, L, leads)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return SET_METHODS if self.kind == DISTILLED_SET else METHODS
 
     @property
     def key(self) -> str:
@@ -151,7 +162,8 @@ def _typical_records(observations: list[Observation]) -> int | None:
     """Median records behind one client's update, as clients reported them (num-examples)."""
     counts = [o.num_examples // max(1, o.num_clients) for o in observations
               if o.kind in ("update", "aggregate") and o.num_examples]
-    raw = [len(o.raw["x"]) for o in observations if o.kind == "raw" and "x" in o.raw]
+    # uploaded records (central's real ones, distill-share's distilled ones): the server trained on all of them
+    raw = [len(o.raw["x"]) for o in observations if o.kind in ("raw", "distilled") and "x" in o.raw]
     if raw:
         return int(sum(raw))
     return int(statistics.median(counts)) if counts else None
@@ -317,6 +329,23 @@ def device_targets(plan: _Plan) -> list[MembershipTarget]:
     return out
 
 
+def distilled_set_targets(plan: _Plan) -> list[MembershipTarget]:
+    """One target per distilled set a client uploaded: members are the client's training records (what it
+    distilled), non-members its held-out records. The attacker holds the set itself, not a model trained on it."""
+    out = []
+    for o in plan.observations:
+        if o.kind != "distilled" or "x" not in o.raw:
+            continue
+        x = np.asarray(o.raw["x"], np.float32)
+        out.append(MembershipTarget(o.scheme, DISTILLED_SET, o.threat.name, o.round, tuple(sorted(o.clients)), o.model,
+                                    o.training.pos_weight, {}, {}, None, lira_note="not applicable: no model",
+                                    note=o.note, records=x,
+                                    settings={"reference": "none: the distilled records themselves",
+                                              "distilled_records": int(len(x)),
+                                              "score": "similarity to the nearest distilled record"}))
+    return out
+
+
 def shadow_caveats(info: RunInfo, target: MembershipTarget) -> list[str]:
     """Where the shadows' replay of the training is knowingly approximate (reported in the settings)."""
     out = []
@@ -402,6 +431,8 @@ def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observat
         targets += [t for t in glob if t.kind == "final-global" or t.round in keep]
     if "device-lost" in kinds:
         targets += device_targets(plan)
+    if DISTILLED_SET in kinds:
+        targets += distilled_set_targets(plan)
     attach_shadows(targets, prior, n_shadows, max_targets, seed, lira_steps)
     for t in targets:
         t.settings["shadow_caveats"] = shadow_caveats(info, t)
@@ -476,6 +507,10 @@ class MembershipScorer:
         """Each method's per-record scores (higher: more likely a member); seconds per method in self.seconds
         (LiRA's include its share of the shadow training)."""
         t0 = time.perf_counter()
+        if target.kind == DISTILLED_SET:
+            out = {"mi-nn": nearest_similarity(np.concatenate([c.x.numpy() for c in blocks]), target.records)}
+            self.seconds = {"mi-nn": time.perf_counter() - t0}
+            return out
         own = self.stats(target.model, target.params, blocks, target.pos_weight)
         t1 = time.perf_counter()
         loss_r, _ = self.stats(target.model, target.reference, blocks, target.pos_weight)
@@ -492,6 +527,13 @@ class MembershipScorer:
             amortised = target.shadows.seconds / max(1, target.shadows.users)
             self.seconds["mi-lira"] = (t1 - t0) + (time.perf_counter() - t2) + amortised
         return out
+
+
+def nearest_similarity(candidates: np.ndarray, records: np.ndarray | None) -> np.ndarray:
+    """(n,) each candidate's similarity to its nearest record of `records` (a distilled set)."""
+    if records is None or len(records) == 0:
+        return np.full(len(candidates), math.nan)
+    return similarity_matrix(candidates, records).max(axis=1)
 
 
 def same_params(a: Params, b: Params) -> bool:
@@ -593,11 +635,11 @@ def score_target(t: MembershipTarget, challenge: Challenge, scorer: MembershipSc
     units: list[dict[str, Any]] = []
     if challenge.missing or len(challenge.units) == 0:
         why = f"no truth or held-out records for {', '.join(challenge.missing) or 'any client'}: not scored"
-        for m in METHODS:
+        for m in t.methods:
             rows += _rows_for(t, m, {"scored": 0.0}, why, scorer)
         return rows, units
     scores = scorer.scores(t, challenge.blocks)  # the attacker sees records, never their membership
-    for m in METHODS:
+    for m in t.methods:
         if m == "mi-calibrated" and m not in scores:
             rows += _rows_for(t, m, {"applicable": 0.0}, "not applicable: the only reference model on the wire is the "
                               "target itself", scorer)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks.threat import AGGREGATE, NOTHING, ThreatModel, threat_for
+from attacks.threat import AGGREGATE, DISTILLED, NOTHING, ThreatModel, threat_for
 from simulator.core.model import ModelConfig, TDSSM
 from simulator.data.preprocess import DEFAULT_INPUT
 from simulator import layout
@@ -89,7 +89,7 @@ class RunInfo:
 class Observation:
     scheme: str
     round: int | None
-    kind: str  # "update", "aggregate", "raw", "nothing", or "disaggregated" (attacks/disaggregate.py)
+    kind: str  # "update", "aggregate", "raw", "distilled", "nothing", or "disaggregated" (attacks/disaggregate.py)
     threat: ThreatModel
     model: ModelConfig
     data: DataSpec
@@ -97,7 +97,7 @@ class Observation:
     global_params: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # sent down this round
     context_params: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # unshared params, last seen
     update: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # client minus global (mean over K)
-    raw: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # central: x, y, known as uploaded
+    raw: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # central, distill-share: x, y, known as uploaded
     num_examples: int | None = None  # behind this update (aggregate: all K clients together, when known)
     local_steps: int | None = None  # per client, as reported
     num_clients: int = 1
@@ -293,9 +293,13 @@ def observations_from_ledger(ledger: WireLedger, info: RunInfo) -> list[Observat
             continue
         if e.direction == UP:
             raw = _raw_records(e.payload)
-            if raw:
-                observations.append(base("raw", round=e.round, raw=raw, node_ids=(e.node_id,),
-                                         num_examples=int(raw["x"].shape[0]),
+            if raw:  # records went up: the real ones (central) or a distilled set (distill-share), as scheme.json says
+                kind = "distilled" if info.observable == DISTILLED else "raw"
+                # num_examples: the records behind the upload. A distilled set does not say how many real records it
+                # condenses, so it is left unknown (the label nulls then use the patient's true count, not the
+                # smaller distilled one, which would make "no attack" look worse than it is)
+                observations.append(base(kind, round=e.round, raw=raw, node_ids=(e.node_id,),
+                                         num_examples=int(raw["x"].shape[0]) if kind == "raw" else None,
                                          partition_ids=(e.partition_id,) if e.partition_id is not None else (),
                                          clients=(client_of(e.partition_id),), note=note))
                 continue

@@ -201,6 +201,28 @@ def attack_raw(obs: Observation, i: int) -> AttackResult:
                         counts=np.asarray(raw["y"]).sum(0).astype(np.float64))
 
 
+SOFT_LABEL_THRESHOLD = 0.5  # a distilled record's soft label (its group's share of positives) read as a diagnosis
+
+
+def attack_distilled(obs: Observation, i: int) -> AttackResult:
+    """A distilled set taken at face value: each synthetic record as the attacker's guess of one of the patient's
+    records, each soft label >= 0.5 as a diagnosis, and a class present wherever any soft label is above 0 (a soft
+    label is the mean over the patient's real records of the record's group, so it is positive only if some record
+    has the class). No optimisation: the scorer's nearest-record matching against the cohort, next to the same
+    null controls as every reconstruction, measures what the records themselves give away."""
+    start = time.perf_counter()
+    x = np.asarray(obs.raw["x"], np.float32)
+    y = np.asarray(obs.raw["y"], np.float64)
+    known = np.asarray(obs.raw.get("known", np.ones_like(y)), bool)
+    soft = np.where(known, y, 0.0)
+    return AttackResult("distilled", i, obs.threat.name,
+                        {"observed": "distilled records", "records": int(len(x)),
+                         "labels": f"soft label >= {SOFT_LABEL_THRESHOLD}", "presence": "any soft label > 0"},
+                        residual=0.0, seconds=time.perf_counter() - start, x=x,
+                        labels=(soft >= SOFT_LABEL_THRESHOLD).astype(np.int64),
+                        presence=(soft > 0).any(0).astype(np.int64))
+
+
 INVERSIONS = ("dlg", "ig", "multistep")
 
 
@@ -211,6 +233,8 @@ def run_attacks(obs: Observation, i: int, ctx: AttackContext, invert_this: bool 
         return [AttackResult("none", i, obs.threat.name, note=NOT_APPLICABLE_NOTHING)]
     if obs.kind == "raw":
         return [attack_raw(obs, i)]
+    if obs.kind == "distilled":
+        return [attack_distilled(obs, i)]
     wanted = [a for a in attacks_for(obs.threat) if a in ctx.budget.attacks]
     results: list[AttackResult] = []
     labels: AttackResult | None = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # what a server can observe: the names scheme.json's "observable" holds, owned by the run-folder contract
-from simulator.scheme_record import AGGREGATE, CLIPPED, NOISED, NOTHING, OBSERVABLES, RAW, UPDATES  # noqa: F401
+from simulator.scheme_record import AGGREGATE, CLIPPED, DISTILLED, NOISED, NOTHING, OBSERVABLES, RAW, UPDATES  # noqa: F401
 
 GRANTS: tuple[str, ...] = ("architecture", "global weights of the round", "local hyperparameters (lr, epochs, batch size, "
                            "optimiser, pos_weight)", "public population prior")
@@ -70,6 +70,12 @@ THREAT_MODELS: dict[str, ThreatModel] = {
                            "sampled clients' updates in each round, and whom it sampled; with partial participation "
                            "it can disaggregate across rounds (Lam et al. 2021)",
                            access="white-box: the sum of the sampled clients' updates per round, and who was sampled"),
+    DISTILLED: ThreatModel("distilled-custodian", DISTILLED, "the server receives each client's distilled set: synthetic "
+                           "records condensed from the client's records by distribution matching, with soft labels. "
+                           "Whether they are private is the question (Dong et al. 2022 claim privacy for free; Carlini "
+                           "et al. 2022 dispute it), so they are attacked like reconstructions",
+                           ("distilled records and their soft labels",), position="the server as custodian of the "
+                           "distilled sets", access="each client's distilled records, once"),
 }
 # Not tied to what a scheme sends: models that are broadcast or that a device keeps. They apply to every
 # scheme that has them, the on-device ones included (membership inference, attacks/membership.py).
@@ -105,4 +111,6 @@ def attacks_for(threat: ThreatModel) -> tuple[str, ...]:
         return ()
     if threat.observable == RAW:
         return ("raw",)
+    if threat.observable == DISTILLED:
+        return ("distilled",)
     return ("labels", "attribute", "features", "dlg", "ig", "multistep")

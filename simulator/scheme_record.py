@@ -25,7 +25,8 @@ UPDATES = "per-client updates"
 CLIPPED = "clipped per-client updates"
 NOISED = "noised per-client updates"
 AGGREGATE = "aggregate only"
-OBSERVABLES: tuple[str, ...] = (NOTHING, RAW, UPDATES, CLIPPED, NOISED, AGGREGATE)
+DISTILLED = "distilled records"  # synthetic records condensed from a device's data, with soft labels (distill-share)
+OBSERVABLES: tuple[str, ...] = (NOTHING, RAW, UPDATES, CLIPPED, NOISED, AGGREGATE, DISTILLED)
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")

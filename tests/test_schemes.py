@@ -17,7 +17,8 @@ from simulator.ledger import DOWN, SERVER, UP
 from simulator.runner import run_scheme, to_long
 from simulator.study import build_study
 
-ALL = ["mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg", "fedrep", "fedper", "fed-mu"]
+ALL = ["mu-ft", "local-ft", "central", "distill-share", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg", "fedrep", "fedper",
+       "fed-mu"]
 
 TINY = {
     "model": {"d_model": 16, "d_state": 8},

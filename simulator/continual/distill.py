@@ -16,11 +16,11 @@ records" keeps their co-occurring classes at the rate they occur, rather than cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from simulator.config import ContinualConfig
 from simulator.continual.memory import GROUPS, Memory, select_random
 from simulator.core.cost import count_flops
 from simulator.core.model import ModelConfig, TDSSM
@@ -28,6 +28,18 @@ from simulator.core.tensors import ECGTensors
 
 REAL_BATCH = 64  # real records per group and iteration (all of them when a group has fewer)
 EVAL_ENCODERS = 4  # fixed random encoders the objective is reported on, before and after (never trained on)
+
+
+class DistillSettings(Protocol):
+    """What distillation reads from its settings: `mupriv continual`'s ContinualConfig has these fields, and so do
+    the `distill-share` scheme's parameters (baselines.distill_share). A protocol rather than ContinualConfig itself,
+    so that this module imports no config: a scheme may use it without a circle through simulator.config, which
+    looks the schemes up."""
+
+    distill_iterations: int
+    distill_lr: float
+    distill_embed: str
+    distill_freq_weight: float
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def matching_loss(embed, syn_x: torch.Tensor, syn_group: torch.Tensor, real_x: t
     return loss
 
 
-def objective(model_cfg: ModelConfig, c: ContinualConfig, syn_x: torch.Tensor, syn_group: torch.Tensor,
+def objective(model_cfg: ModelConfig, c: DistillSettings, syn_x: torch.Tensor, syn_group: torch.Tensor,
               real: Memory, seed: int) -> float:
     """The matching loss averaged over EVAL_ENCODERS fixed random encoders and every real record (no sampling):
     the number distillation should lower, measured on encoders it never drew."""
@@ -106,7 +118,7 @@ def soft_labels(candidates: Memory, group_of: list[int]) -> tuple[torch.Tensor, 
     return torch.stack(ys), torch.stack(ks)
 
 
-def distill(candidates: Memory, size: int, model_cfg: ModelConfig, c: ContinualConfig, stage: int, seed: int) -> DistillResult:
+def distill(candidates: Memory, size: int, model_cfg: ModelConfig, c: DistillSettings, stage: int, seed: int) -> DistillResult:
     """Condense `candidates` into exactly min(size, len(candidates)) synthetic records (see the module docstring)."""
     rng = np.random.default_rng([int(seed), 0xD15, stage])
     init, group_of = select_random(candidates, size, rng)

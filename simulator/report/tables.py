@@ -28,7 +28,7 @@ from simulator.report.load import RunData
 ALL_CLIENTS = "all"
 
 # The DESIGN's order of schemes: the method first, then on-device, central, federated.
-SCHEME_ORDER = ("mu-ft", "local-ft", "central", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg",
+SCHEME_ORDER = ("mu-ft", "local-ft", "central", "distill-share", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg",
                 "fedrep", "fedper", "fed-mu")
 
 STAT_COLUMNS = ("mean", "sd", "ci_low", "ci_high", "n_clients", "n_seeds")
@@ -76,15 +76,15 @@ class LeakageFamily(Quantity):
 # One kind of leakage per family of calibrated quantities (attacks/calibrate.py): the summary row is the
 # (attack, score) with the strongest evidence, its gain over the best null and its Bonferroni-adjusted
 # interval; the verdict ("leaks" / "no evidence") is in the row's note.
-_WAVE_ATTACKS = ("none", "raw", "dlg", "ig", "multistep")
+_WAVE_ATTACKS = ("none", "raw", "distilled", "dlg", "ig", "multistep")
 LEAKAGE = (
     LeakageFamily("leak_waveform", "waveform (r gain)", "delta", ("waveform_r", "waveform_lag_r"), _WAVE_ATTACKS),
     LeakageFamily("leak_reid", "re-identification (top-1 gain)", "delta", ("reid_patient", "reid_record"), _WAVE_ATTACKS),
     LeakageFamily("leak_labels", "diagnoses (gain)", "delta", ("labels_presence_f1", "labels_exact", "labels_count_mae"),
-                  ("none", "raw", "labels", "attribute")),
+                  ("none", "raw", "distilled", "labels", "attribute")),
     LeakageFamily("leak_features", "pooled features (ccos gain)", "delta", ("features_ccos",), ("none", "raw", "features")),
     LeakageFamily("leak_membership", "membership (gain over chance)", "delta", ("membership_auc", "membership_tpr1"),
-                  ("none", "mi-loss", "mi-calibrated", "mi-lira")),
+                  ("none", "mi-loss", "mi-calibrated", "mi-lira", "mi-nn")),
 )
 QUANTITIES: dict[str, Quantity] = {q.key: q for q in (*ACCURACY, *COMMUNICATION, *DEVICE_COST, *PRIVACY, *LEAKAGE)}
 
