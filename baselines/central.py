@@ -14,7 +14,7 @@ from baselines.registry import Scheme, param, register
 from baselines.server import ack, broadcast, model_content, wait_for_nodes
 from baselines.setup import (SchemeSetup, device_data, device_model, keep_personal, parts_record, pretrained_model,
                              write_global_probe, write_probe)
-from simulator.core.model import PARTS
+from simulator.core.model import PARTS, TDSSM
 from simulator.core.phases import train_phase
 from simulator.core.tensors import ECGTensors
 
@@ -31,7 +31,36 @@ class CentralParams:
         return f"parts {bad} unknown; choose from {list(PARTS)} or 'all'" if bad else None
 
     def part_list(self) -> tuple[str, ...]:
-        return PARTS if self.parts == "all" else tuple(p.strip() for p in self.parts.split(",") if p.strip())
+        return part_list(self.parts)
+
+
+def part_list(parts: str) -> tuple[str, ...]:
+    """'all' or a comma list of model parts -> the parts (unchecked)."""
+    return PARTS if parts == "all" else tuple(p.strip() for p in parts.split(",") if p.strip())
+
+
+def records_record(data: ECGTensors) -> ArrayRecord:
+    """A device's records (real or distilled) as the ArrayRecord it uploads: x, y and the known mask."""
+    return ArrayRecord({k: Array(getattr(data, k).numpy().copy()) for k in ("x", "y", "known")})
+
+
+def train_on_uploads(setup: SchemeSetup, model: TDSSM, uploads: list[ArrayRecord], parts: tuple[str, ...], epochs: int,
+                     name: str) -> None:
+    """The server trains `parts` of `model` for `epochs` on the union of the uploaded records, leaving a global probe
+    per epoch. With no uploads (every device failed) the model stays as it is, as FedAvg's does."""
+    if not uploads:
+        return
+    union = ECGTensors.from_arrays(*(np.concatenate([u[k].numpy() for u in uploads]) for k in ("x", "y", "known")))
+    train_phase(model, setup.phase(parts, epochs, name=name), union, None, seed=setup.seed * 7919 + 1,
+                on_epoch=lambda log: write_global_probe(setup, log.epoch, parts_record(model, PARTS)))
+
+
+def keep_final(setup: SchemeSetup, msg: Message, context: Context) -> Message:
+    """A device keeps the model the server sent back as its final personal model."""
+    model = device_model(setup, context, msg.content["arrays"])
+    keep_personal(context, model)
+    write_probe(setup, context, model, rounds=1)
+    return ack(msg)
 
 
 def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
@@ -45,26 +74,17 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         nodes = wait_for_nodes(grid, setup.num_clients)
         replies = broadcast(grid, nodes, "query.upload", lambda _n: model_content(None, {"server-round": 1}), "1")
         uploads = [r.content["data"] for r in replies if r.has_content() and "data" in r.content]
-        if uploads:  # with none (every device failed) the pretrained model goes back, as FedAvg's does
-            pooled = ECGTensors.from_arrays(*(np.concatenate([u[k].numpy() for u in uploads]) for k in ("x", "y", "known")))
-            phase = setup.phase(params.part_list(), epochs, name="central")
-            train_phase(model, phase, pooled, None, seed=setup.seed * 7919 + 1,
-                        on_epoch=lambda log: write_global_probe(setup, log.epoch, parts_record(model, PARTS)))
+        train_on_uploads(setup, model, uploads, params.part_list(), epochs, "central")
         full = parts_record(model, PARTS)
         broadcast(grid, nodes, "evaluate.final", lambda _n: model_content(full, {"server-round": 2}), "2")
 
     @client.query("upload")
     def upload(msg: Message, context: Context) -> Message:
-        data = device_data(context)
-        record = ArrayRecord({k: Array(getattr(data, k).numpy().copy()) for k in ("x", "y", "known")})
-        return Message(RecordDict({"data": record}), reply_to=msg)
+        return Message(RecordDict({"data": records_record(device_data(context))}), reply_to=msg)
 
     @client.evaluate("final")
     def final(msg: Message, context: Context) -> Message:
-        model = device_model(setup, context, msg.content["arrays"])
-        keep_personal(context, model)
-        write_probe(setup, context, model, rounds=1)
-        return ack(msg)
+        return keep_final(setup, msg, context)
 
     return server, client
 

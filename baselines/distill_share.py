@@ -24,19 +24,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from baselines.central import keep_final, part_list, records_record, train_on_uploads
 from baselines.registry import Scheme, param, register
-from baselines.server import ack, broadcast, model_content, wait_for_nodes
-from baselines.setup import (SchemeSetup, device_data, device_model, device_seed, keep_personal, parts_record,
-                             pretrained_model, tally, write_global_probe, write_probe)
+from baselines.server import broadcast, model_content, wait_for_nodes
+from baselines.setup import SchemeSetup, device_data, device_seed, parts_record, pretrained_model, tally
 from simulator.continual.distill import distill
 from simulator.continual.memory import Memory
 from simulator.core.model import PARTS, ModelConfig
-from simulator.core.phases import train_phase
 from simulator.core.tensors import ECGTensors
 from simulator.scheme_record import DISTILLED
 
@@ -68,7 +66,7 @@ class DistillShareParams:
         return next((why for failed, why in problems if failed), None)
 
     def part_list(self) -> tuple[str, ...]:
-        return PARTS if self.parts == "all" else tuple(p.strip() for p in self.parts.split(",") if p.strip())
+        return part_list(self.parts)
 
     # simulator.continual.distill.DistillSettings: the distiller reads its settings under these names
     @property
@@ -110,11 +108,7 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         ask = {"server-round": 1, "records-per-class": params.records_per_class, "iterations": params.iterations}
         replies = broadcast(grid, nodes, "query.distill", lambda _n: model_content(None, ask), "1")
         uploads = [r.content[UPLOAD] for r in replies if r.has_content() and UPLOAD in r.content]
-        if uploads:  # with none (every device failed) the pretrained model goes back, as central's does
-            union = ECGTensors.from_arrays(*(np.concatenate([u[k].numpy() for u in uploads]) for k in ("x", "y", "known")))
-            phase = setup.phase(params.part_list(), epochs, name="distill-share")
-            train_phase(model, phase, union, None, seed=setup.seed * 7919 + 1,
-                        on_epoch=lambda log: write_global_probe(setup, log.epoch, parts_record(model, PARTS)))
+        train_on_uploads(setup, model, uploads, params.part_list(), epochs, "distill-share")
         full = parts_record(model, PARTS)
         broadcast(grid, nodes, "evaluate.final", lambda _n: model_content(full, {"server-round": 2}), "2")
 
@@ -123,15 +117,11 @@ def build(setup: SchemeSetup) -> tuple[ServerApp, ClientApp]:
         start = time.perf_counter()
         data = distilled_set(device_data(context), params, setup.model_config(), device_seed(setup, context, 1))
         tally(context, wall_s=time.perf_counter() - start)
-        record = ArrayRecord({k: Array(getattr(data, k).numpy().copy()) for k in ("x", "y", "known")})
-        return Message(RecordDict({UPLOAD: record}), reply_to=msg)
+        return Message(RecordDict({UPLOAD: records_record(data)}), reply_to=msg)
 
     @client.evaluate("final")
     def final(msg: Message, context: Context) -> Message:
-        model = device_model(setup, context, msg.content["arrays"])
-        keep_personal(context, model)
-        write_probe(setup, context, model, rounds=1)
-        return ack(msg)
+        return keep_final(setup, msg, context)
 
     return server, client
 
