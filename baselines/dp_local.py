@@ -14,6 +14,7 @@ import torch
 from flwr.app import ConfigRecord, Context
 
 from baselines.setup import SchemeSetup, device_data, device_seed, tally
+from simulator.core.jobs import note_unbatched
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, make_optimizer, masked_bce, set_trainable
 
@@ -69,6 +70,7 @@ def dp_train_on_device(
     from opacus import GradSampleModule  # pylint: disable=import-outside-toplevel
     from opacus.optimizers import DPOptimizer  # pylint: disable=import-outside-toplevel
 
+    note_unbatched("dp-sgd trains client by client (Opacus' per-sample gradients, clipping and noise are not batched)")
     data = device_data(context)
     n = len(data)
     phase = setup.phase(parts, epochs, name="dp-sgd")

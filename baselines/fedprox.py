@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from baselines.federated import FederatedParams, build_federated, flower_fedavg
 from baselines.registry import Scheme, param, register
 from baselines.setup import train_on_device
 from simulator.core.model import PARTS
+from simulator.core.phases import ProximalTerm
 
 
 @dataclass(frozen=True)
@@ -21,13 +20,7 @@ class FedProxParams(FederatedParams):
 
 
 def train_proximal(setup, context, model, rnd, config, params):  # noqa: ANN001 - LocalUpdate
-    mu = float(config["proximal-mu"])
-    anchor = [p.detach().clone() for p in model.parameters()]
-    params_now = list(model.parameters())
-
-    def proximal() -> torch.Tensor:
-        return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(params_now, anchor))
-
+    proximal = ProximalTerm(float(config["proximal-mu"]), model.parameters())
     return train_on_device(setup, context, model, PARTS, params.local_epochs, rnd, penalty=proximal)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,7 +26,8 @@ from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
 from simulator.atomic import atomic_write
 from simulator.core.model import PARTS, ModelConfig, TDSSM
-from simulator.core.phases import Phase, PhaseResult, train_phase
+from simulator.core.jobs import TrainingJob, run_training
+from simulator.core.phases import Phase, PhaseResult
 from simulator.core.tensors import ECGTensors, load_npz
 
 SETUP_KEY = "mupriv-setup"
@@ -156,13 +156,12 @@ def train_on_device(
 ) -> PhaseResult:
     """Train `parts` on the device's personal data; no validation split on a device, so the last epoch is kept.
     `after_epoch(epoch)` runs after each epoch (the on-device schemes leave a round probe there)."""
-    data = device_data(context)
-    start = time.perf_counter()
     on_epoch = None if after_epoch is None else (lambda log: after_epoch(log.epoch))
-    result = train_phase(model, setup.phase(parts, epochs), data, None, seed=device_seed(setup, context, server_round),
-                         penalty=penalty, on_epoch=on_epoch)
-    tally(context, wall_s=time.perf_counter() - start, local_steps=result.steps, trainings=1)
-    return result
+    job = TrainingJob(model, setup.phase(parts, epochs), device_data(context), device_seed(setup, context, server_round),
+                      penalty=penalty, on_epoch=on_epoch)
+    done = run_training(job)  # here, or batched with the round's other clients ([federation] batch_clients)
+    tally(context, wall_s=done.wall_s, local_steps=done.result.steps, trainings=1)
+    return done.result
 
 
 def update_metrics(result: PhaseResult, n_examples: int) -> MetricRecord:

@@ -106,6 +106,9 @@ class FederationConfig:
     rounds: int = field(default=0, metadata={"range": "[0, inf)", "help": "federated rounds (a [schemes.<name>] table can override it); only with budget = \"as-configured\", derived otherwise"})
     local_epochs: int = field(default=1, metadata={"range": "[1, inf)", "help": "local epochs per round (a [schemes.<name>] table can override it)"})
     timeout_s: float = field(default=3600.0, metadata={"range": "(0, inf)", "help": "hard time limit per scheme run (seconds)"})
+    batch_clients: bool = field(default=False, metadata={"help": 'inline engine: train a round\'s clients as one batched computation '
+                                 '(the same messages and results to float tolerance; DP-SGD still trains client by client). '
+                                 'Measured on 2 CPU cores it is not faster at the quickstart\'s size (README, Benchmarks); it is meant for GPUs'})
     fail: tuple[str, ...] = field(default=(), metadata={"help": 'make devices fail, to test that failures are reported: '
                                   '"<client>@<round>" raises on that client\'s messages of that round (the ledger\'s: 0 = '
                                   'the first full download, 1..R training, R+1 the final model), "<client>@*" in every training '
@@ -277,6 +280,9 @@ class RunConfig:
         self.train.plan()  # validates epochs / alpha
         if self.federation.engine not in ("inline", "ray", "deployment"):
             raise MuprivError(f"federation.engine = {self.federation.engine!r}: choose 'inline', 'ray' or 'deployment'")
+        if self.federation.batch_clients and self.federation.engine != "inline":
+            raise MuprivError(f"federation.batch_clients = true needs federation.engine = \"inline\" (got "
+                              f"{self.federation.engine!r}): Ray and deployment run every client in its own process")
         if self.federation.budget not in BUDGETS:
             raise MuprivError(f"federation.budget = {self.federation.budget!r}: choose {' or '.join(map(repr, BUDGETS))}")
         parse_fail(self.federation.fail)

@@ -191,7 +191,7 @@ def run_scheme(
         result = run_federation(server_app, client_app, len(study.clients), engine=engine or cfg.federation.engine, scheme=name,
                                 run_config=setup.to_run_config(), node_config=_DataPaths(paths), seed=cfg.seed,
                                 timeout_s=timeout_s if timeout_s is not None else cfg.federation.timeout_s, verbose=verbose,
-                                app_factory=SCHEME_APPS)  # deployment: the app processes rebuild the pair from run_config
+                                app_factory=SCHEME_APPS, batch_clients=cfg.federation.batch_clients)  # deployment: the app processes rebuild the pair from run_config
     wall = time.perf_counter() - start
     table = client_table(study, scheme, params, result, probes)
     curve = round_curves(study, scheme, read_round_probes(probes), result.ledger.to_frame()) if curves else None

@@ -186,6 +186,21 @@ class _LookAhead:
         return soft
 
 
+class ProximalTerm:
+    """FedProx's (mu / 2) * ||w - w_anchor||^2 over `params`, anchored at their values when it is made.
+
+    A penalty for `train_phase`; a class rather than a closure so that a batched trainer
+    (`simulator.core.stacked`) can see mu and the anchor and compute the term for many clients at once."""
+
+    def __init__(self, mu: float, params: Sequence[nn.Parameter]):
+        self.mu = float(mu)
+        self.params = list(params)
+        self.anchor = [p.detach().clone() for p in self.params]
+
+    def __call__(self) -> torch.Tensor:
+        return 0.5 * self.mu * sum(((p - a) ** 2).sum() for p, a in zip(self.params, self.anchor))
+
+
 def train_phase(
     model: TDSSM,
     phase: Phase,

@@ -64,12 +64,22 @@ class _CausalFFTConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             du = torch.fft.irfft(G * Kf.conj(), n=2 * L)[..., :L]
         if ctx.needs_input_grad[1]:
-            dK = torch.fft.irfft((G * U.conj()).sum(dim=0), n=2 * L)[..., :L]
+            dK = torch.fft.irfft(_sum_to(G * U.conj(), Kf.shape), n=2 * L)[..., :L]
         return du, dK
 
 
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum `t` over the dimensions that broadcasting added or expanded, back to `shape`: the batch dimension for
+    one model's (H, L) kernel, the per-client batch dimension for stacked clients' (C, 1, H, L) kernels."""
+    while t.dim() > len(shape):
+        t = t.sum(dim=0)
+    expanded = [i for i, size in enumerate(shape) if size == 1 and t.shape[i] != 1]
+    return t.sum(dim=expanded, keepdim=True) if expanded else t
+
+
 def causal_fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """y[..., t] = sum_{s<=t} K[..., s] u[..., t-s] for u (B, H, L), K (H, L); zero-padded to 2L so nothing wraps."""
+    """y[..., t] = sum_{s<=t} K[..., s] u[..., t-s] for u (B, H, L), K (H, L) (or any shapes that broadcast, e.g.
+    stacked clients' u (C, B, H, L) and K (C, 1, H, L)); zero-padded to 2L so nothing wraps."""
     if torch.jit.is_tracing():
         # a TorchScript export (simulator.export) cannot hold a Python autograd Function; the Function's forward is
         # these same three FFTs, so the exported model computes what the model does

@@ -112,6 +112,7 @@ def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
     verbose: bool = False,
     app_factory: str | None = None,
     superlink: str | None = None,
+    batch_clients: bool = False,
 ) -> FederationResult:
     """Run ``server_app`` against ``num_clients`` simulated nodes running ``client_app``.
 
@@ -133,6 +134,8 @@ def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
         (``server_app``/``client_app`` are not used: objects cannot reach other processes).
     superlink : deployment only: ``host:port`` of a SuperLink someone else started (default: the
         ``MUPRIV_SUPERLINK`` environment variable; unset = start a local federation).
+    batch_clients : inline only: the clients of one round train as one batched computation
+        (`simulator.engine.batching`); the messages and the ledger are unchanged.
     """
     if engine not in ENGINES:
         raise MuprivError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
@@ -188,6 +191,7 @@ def run_federation(  # pylint: disable=too-many-arguments,too-many-locals
         run_config=run_config,
         node_config=node_config,
         deadline=time.monotonic() + timeout_s,
+        batch_clients=batch_clients,
     )
     grid.set_run(Run.create_empty(run_id))
     context = Context(

@@ -13,7 +13,9 @@ simulation runtime:
 
 What it does differently: messages are executed lazily in push order when the server pulls, one
 at a time, in the calling thread (deterministic); node and message ids come from a seeded RNG;
-TTLs are not enforced (nothing waits).
+TTLs are not enforced (nothing waits). With ``batch_clients`` the messages of one pull (a round's
+train messages, each to another node) still run one at a time and in order, but their local
+training runs as one batched computation (`simulator.engine.batching`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from flwr.common.constant import ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
+
+from simulator.engine.batching import CallOutcome, run_together
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class InlineGrid(Grid):
         run_config: Mapping[str, Any] | None = None,
         node_config: Callable[[int], Mapping[str, Any]] | None = None,
         deadline: float | None = None,
+        batch_clients: bool = False,
     ) -> None:
         if num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
@@ -100,6 +105,7 @@ class InlineGrid(Grid):
         self._replies: dict[str, Message] = {}  # instruction id -> reply
         self._lock = threading.RLock()  # legacy strategies call from a thread pool
         self.deadline = deadline
+        self.batch_clients = batch_clients  # the messages of one pull train together (simulator.engine.batching)
 
     # -- Grid API ------------------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -146,6 +152,12 @@ class InlineGrid(Grid):
         wanted = set(message_ids)
         out: list[Message] = []
         with self._lock:
+            due = [m for m in self._pending if m in wanted]
+            nodes = [self._pending[m].metadata.dst_node_id for m in due]
+            if self.batch_clients and len(due) > 1 and len(set(nodes)) == len(nodes):
+                self._check_deadline()
+                messages = [self._pending.pop(mid) for mid in due]
+                self._replies.update(zip(due, self._execute_together(messages)))
             for mid in [m for m in self._pending if m in wanted]:
                 self._check_deadline()
                 self._replies[mid] = self._execute(self._pending.pop(mid))
@@ -169,24 +181,40 @@ class InlineGrid(Grid):
             raise EngineTimeout("inline engine: the federation ran past its timeout_s")
 
     def _execute(self, msg: Message) -> Message:
-        node_id = msg.metadata.dst_node_id
-        context = copy.deepcopy(self._contexts[node_id])
+        context = copy.deepcopy(self._contexts[msg.metadata.dst_node_id])
         try:
-            reply = self._app(message=msg, context=context)
-            if not isinstance(reply, Message):
-                raise TypeError(f"ClientApp returned {type(reply).__name__}, expected a Message")
-            if reply.metadata.reply_to_message_id != msg.metadata.message_id:
-                raise ValueError("ClientApp's reply does not reply to the message it was given")
+            outcome = CallOutcome(value=self._app(message=msg, context=context))
         except Exception as ex:  # pylint: disable=broad-exception-caught
+            outcome = CallOutcome(error=ex)
+        return self._reply(msg, context, outcome)
+
+    def _execute_together(self, messages: list[Message]) -> list[Message]:
+        """`_execute` for each message, their local training batched (`simulator.engine.batching`)."""
+        contexts = [copy.deepcopy(self._contexts[m.metadata.dst_node_id]) for m in messages]
+        calls = [lambda m=m, c=c: self._app(message=m, context=c) for m, c in zip(messages, contexts)]
+        outcomes = run_together(calls)
+        return [self._reply(m, c, o) for m, c, o in zip(messages, contexts, outcomes)]
+
+    def _reply(self, msg: Message, context: Context, outcome: CallOutcome) -> Message:
+        """The wire copy of the app's reply, or of an error reply; the node keeps `context` only on success."""
+        node_id = msg.metadata.dst_node_id
+        reply, error = outcome.value, outcome.error
+        if error is None and not isinstance(reply, Message):
+            error = TypeError(f"ClientApp returned {type(reply).__name__}, expected a Message")
+        elif error is None and reply.metadata.reply_to_message_id != msg.metadata.message_id:
+            error = ValueError("ClientApp's reply does not reply to the message it was given")
+        if error is not None:
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: not a client failure
+                raise error
             partition = context.node_config.get(PARTITION_ID_KEY)
             log.warning(
                 "ClientApp of node %s (partition %s) raised on %r:\n%s",
                 node_id,
                 partition,
                 msg.metadata.message_type,
-                traceback.format_exc(),
+                "".join(traceback.format_exception(error)),
             )
-            reason = str(type(ex)) + ":<'" + str(ex) + "'>"  # as Flower's simulation reports it
+            reason = str(type(error)) + ":<'" + str(error) + "'>"  # as Flower's simulation reports it
             reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
         else:
             self._contexts[node_id] = context
