@@ -147,7 +147,7 @@ def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> S
     ft = {k: getattr(cfg.finetune, k) for k in _FINETUNE_KEYS}
     return SchemeSetup(scheme=scheme.name, model=cfg.model.to_dict(), finetune=ft, params=dataclasses.asdict(params),
                        seed=cfg.seed, pretrained_path=str(study.pretrained_path), probe_dir=str(Path(work_dir) / "probes"),
-                       num_clients=len(study.clients), faults=_faults(study))
+                       num_clients=len(study.clients), faults=_faults(study), device=str(study.device))
 
 
 def _faults(study: Study) -> dict[str, list[Any]]:
@@ -227,7 +227,7 @@ class _DataPaths:
 def client_table(study: Study, scheme: Scheme, params: Any, result: FederationResult, probe_dir: Path) -> pd.DataFrame:
     """One row per client: personal and source metrics of its final model, forgetting (simulator.client_scores),
     bytes and rounds (simulator.wire_counts), the device cost (simulator.device_cost), epsilon and errors."""
-    pretrained = study.pretrained()
+    pretrained = study.pretrained().to(study.device)
     source_before = evaluate(pretrained, study.source_eval)
     frame = result.ledger.to_frame()
     cost = device_cost(study, scheme)
@@ -241,7 +241,7 @@ def client_table(study: Study, scheme: Scheme, params: Any, result: FederationRe
         if probe is None:
             row["error"] = _client_error(errors, c.partition) or "device left no final model"
         else:
-            model = probe_model(study.config.model, probe["state"])
+            model = probe_model(study.config.model, probe["state"]).to(study.device)
             row.update(device_scores(model, c.test, study.source_eval, source_before))
             row.update(_tally(probe))
             row["error"] = _client_error(errors, c.partition) or ""
