@@ -31,6 +31,7 @@ from simulator import layout
 from simulator.atomic import atomic_write
 from simulator.client_scores import device_scores, prefixed
 from simulator.config import parse_fail
+from simulator.errors import MuprivError
 from simulator.curves import round_curves
 from simulator.device_cost import device_cost
 from simulator.engine.api import FederationResult, run_federation
@@ -150,6 +151,14 @@ def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> S
                        num_clients=len(study.clients), faults=_faults(study), device=str(study.device))
 
 
+def _check_engine_device(engine: str, study: Study) -> None:
+    """Ray's simulation engine runs the ClientApps in actors granted no GPU (simulator.engine.ray_engine:
+    num_gpus 0), so a GPU run on it would fail on every device, or fall back where the actor sees no CUDA."""
+    if engine == "ray" and study.device.type != "cpu":
+        raise MuprivError(f"device = {study.config.device!r} with federation.engine = \"ray\": Ray's actors get no GPU; "
+                          f"use engine \"inline\" or \"deployment\" on the GPU, or device = \"cpu\" with Ray")
+
+
 def _faults(study: Study) -> dict[str, list[Any]]:
     """[federation] fail as partition id -> rounds (study.py has already checked the client ids)."""
     faults: dict[str, list[Any]] = {}
@@ -176,6 +185,7 @@ def run_scheme(
     cfg = study.config
     params = cfg.scheme_params(name) if params is None else params
     work_dir = Path(work_dir)
+    _check_engine_device(engine or cfg.federation.engine, study)
     setup = scheme_setup(study, scheme, params, work_dir)
     preflight = getattr(scheme, "preflight", None)
     if preflight is not None:
