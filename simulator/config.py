@@ -242,7 +242,7 @@ class RunConfig:
     # docs/config.md read them from here, and tests/test_config_cli.py fails on a key without help.
     seed: int = field(default=0, metadata={"help": "one seed for everything; phases, splits, clients and data derive their own from it"})
     seeds: int = field(default=1, metadata={"range": "[1, inf)", "help": "repeat the whole study with seeds seed, seed+1, ...; the report gives 95% intervals over them"})
-    device: str = field(default="cpu", metadata={"help": 'the torch device this machine computes on (not the patients\' simulated devices): "cpu", "cuda" / "cuda:N" (an error without a GPU and a CUDA build of torch) or "auto" (CUDA when available, else the CPU); --device overrides it. Pretraining, every scheme\'s device and server training (DP-SGD too) and the scoring use it; the attacks and `mupriv continual` run on the CPU. CUDA numbers are not bitwise those of the CPU'})
+    device: str = field(default="cpu", metadata={"help": 'the torch device this machine computes on (not the patients\' simulated devices): "cpu", "cuda" / "cuda:N" (an error without a GPU and a CUDA build of torch) or "auto" (CUDA when available, else the CPU); --device overrides it. Pretraining, every scheme\'s device and server training (DP-SGD too), `mupriv continual` and the scoring use it; the attacks run on the CPU. CUDA numbers are not bitwise those of the CPU'})
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

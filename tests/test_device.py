@@ -121,14 +121,15 @@ def test_scheme_setup_carries_the_device_and_old_setups_read_as_cpu():
 
 
 # --------------------------------------------------------------------------------------------------- CLI
-@pytest.mark.parametrize("command", [["simulate", "--no-attacks"], ["run-scheme", "mu-ft"], ["train"], ["finetune", "--checkpoint", "x.pt"]])
+@pytest.mark.parametrize("command", [["simulate", "--no-attacks"], ["run-scheme", "mu-ft"], ["train"], ["finetune", "--checkpoint", "x.pt"],
+                                     ["continual"]])
 def test_device_cuda_without_cuda_exits_2_with_one_line(no_cuda, tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     if command[0] == "finetune":  # finetune reads its checkpoint first: give it a real one
         from simulator.core.checkpoint import save_checkpoint
 
         save_checkpoint(tmp_path / "x.pt", tiny_model(), config=TINY)
-    out = ["--out", str(tmp_path / "out")] if command[0] in ("simulate", "run-scheme") else ["-o", str(tmp_path / "m.pt")]
+    out = ["--out", str(tmp_path / "out")] if command[0] in ("simulate", "run-scheme", "continual") else ["-o", str(tmp_path / "m.pt")]
     r = runner.invoke(app, [*command, *out, "--device", "cuda"])
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
@@ -157,6 +158,36 @@ def test_the_cpu_computes_bitwise_what_it_did_before_the_key(no_cuda, tmp_path):
         pytest.skip(f"frozen fingerprints are from {FROZEN_ON}; this is {torch.__version__} on "
                     f"{torch.backends.cpu.get_cpu_capability()} (the unset/auto comparison above ran)")
     assert unset == FROZEN
+
+
+CONTINUAL = {"model": {"d_model": 8, "d_state": 4, "ncp_units": 10},
+             "data": {"fs": 100.0, "length": 128, "scale": "none", "val_fraction": 0.5},
+             "train": {"full_epochs": 1, "mu_epochs": 1}, "cohort": {"shift": 1.0}, "finetune": {"batch_size": 8},
+             "continual": {"patients": 1, "train_records": 12, "test_records": 10, "epochs": 1, "distill_iterations": 2,
+                           "pretrain_records": 10, "methods": ["herding", "adaptive"], "widths": [16],
+                           "widen_threshold": 1.0}}
+FROZEN_CONTINUAL = "09f4dac08ee7c56d"  # as FROZEN: the rows of the code before the key, on FROZEN_ON, 1 thread
+
+
+def test_continual_on_the_cpu_is_bitwise_what_it_was(no_cuda):
+    """Pretraining, herding's embeddings, widening and the FLOP count of `mupriv continual` move with the device;
+    on the CPU its rows are those of the code before."""
+    from simulator.continual.run import run_continual
+
+    def rows(table: dict) -> str:
+        blob = json.dumps(run_continual(parse_config(table)).rows, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        unset, auto = rows(CONTINUAL), rows({**CONTINUAL, "device": "auto"})
+    finally:
+        torch.set_num_threads(threads)
+    assert auto == unset
+    if (torch.__version__, torch.backends.cpu.get_cpu_capability()) != FROZEN_ON:
+        pytest.skip(f"frozen rows are from {FROZEN_ON} (the unset/auto comparison above ran)")
+    assert unset == FROZEN_CONTINUAL
 
 
 def test_the_pretraining_cache_key_does_not_change_with_the_cpu_named_differently(no_cuda):
