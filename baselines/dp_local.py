@@ -14,6 +14,7 @@ import torch
 from flwr.app import ConfigRecord, Context
 
 from baselines.setup import SchemeSetup, device_data, device_seed, tally
+from simulator.core.device import model_device, seeded
 from simulator.core.jobs import note_unbatched
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, make_optimizer, masked_bce, set_trainable
@@ -80,14 +81,16 @@ def dp_train_on_device(
     start = time.perf_counter()
     result = PhaseResult(phase)
     trainable = set_trainable(model, parts)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    dev = model_device(model)
+    # The Poisson sampler draws on the CPU (the records live there); Opacus draws the noise where the gradients
+    # are, so its generator lives on the model's device (on the CPU exactly the generator it always was).
+    with seeded(seed, dev):
         if secret_noise:  # a fresh secret per call: unknown to the server, never written anywhere
             sampler = torch.Generator().manual_seed(secrets.randbits(63))
-            noise = torch.Generator().manual_seed(secrets.randbits(63))
+            noise = torch.Generator(device=dev).manual_seed(secrets.randbits(63))
         else:  # reproducible from the run seed: simulation only
             sampler = torch.Generator().manual_seed(seed)
-            noise = torch.Generator().manual_seed(seed + 1)
+            noise = torch.Generator(device=dev).manual_seed(seed + 1)
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         base = make_optimizer(model, phase)
         opt = DPOptimizer(base, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
@@ -101,10 +104,10 @@ def dp_train_on_device(
             opt.zero_grad(set_to_none=True)
             if len(pick) == 0:  # an empty Poisson sample still takes a (pure-noise) step
                 for p in trainable:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=dev)
                 loss = torch.tensor(0.0)
             else:
-                loss = masked_bce(gsm(data.x[pick]), data.y[pick], data.known[pick], phase.pos_weight)
+                loss = masked_bce(gsm(data.x[pick].to(dev)), data.y[pick].to(dev), data.known[pick].to(dev), phase.pos_weight)
                 loss.backward()
             if grad_hook is not None:
                 grad_hook(opt)

@@ -25,6 +25,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
 from simulator.atomic import atomic_write
+from simulator.core.device import resolve_device
 from simulator.core.model import PARTS, ModelConfig, TDSSM
 from simulator.core.jobs import TrainingJob, run_training
 from simulator.core.phases import Phase, PhaseResult
@@ -50,6 +51,8 @@ class SchemeSetup:
     num_clients: int
     # partition id (str) -> the rounds it fails in, or ["*"] (see baselines.faults; [federation] fail)
     faults: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    # the torch device every model of the run computes on, resolved by the runner ("cpu", "cuda:0"; core.device)
+    device: str = "cpu"
 
     def to_run_config(self) -> dict[str, str]:
         return {SETUP_KEY: json.dumps(dataclasses.asdict(self), sort_keys=True)}
@@ -60,6 +63,11 @@ class SchemeSetup:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
+
+    def torch_device(self) -> torch.device:
+        """Where this run's models compute; checked again in the app's own process (a Ray actor or SuperNode
+        may not see the GPU the runner saw)."""
+        return resolve_device(self.device)
 
     def phase(self, parts: Sequence[str], epochs: int | None = None, name: str = "device") -> Phase:
         """An on-device training phase over `parts` with the run's fine-tuning hyperparameters."""
@@ -95,7 +103,7 @@ def pretrained_model(setup: SchemeSetup) -> TDSSM:
     from simulator.core.checkpoint import load_model  # pylint: disable=import-outside-toplevel
 
     model, _ = load_model(Path(setup.pretrained_path), setup.model_config())
-    return model.eval()
+    return model.to(setup.torch_device()).eval()
 
 
 # ----------------------------------------------------------------------------------------- device side
@@ -128,7 +136,7 @@ def device_model(setup: SchemeSetup, context: Context, received: ArrayRecord | N
         raise RuntimeError("device has no model yet: the first message must carry every parameter")
     if received is not None:
         load_arrays(model, received)
-    return model
+    return model.to(setup.torch_device())  # built and loaded on the CPU (same RNG draws everywhere), then moved
 
 
 def keep_personal(context: Context, model: TDSSM) -> None:
@@ -238,7 +246,7 @@ def probe_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor]) -> TDSSM:
 
 def _save_device_blob(path: Path, context: Context, model: TDSSM, extra: dict[str, Any]) -> Path:
     counters = dict(context.state[TALLY_KEY]) if TALLY_KEY in context.state else {}  # type: ignore[arg-type]
-    return _save(path, {"state": {n: p.detach().clone() for n, p in model.named_parameters()},
+    return _save(path, {"state": {n: p.detach().cpu().clone() for n, p in model.named_parameters()},
                         "tally": {**counters, **extra}})
 
 

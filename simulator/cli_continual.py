@@ -17,15 +17,18 @@ def continual_command(
     name: str = typer.Option("continual", "--name", help="Run folder name prefix."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeat with seeds seed, seed+1, ...; intervals over (seed, patient)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, cuda:N or auto (CUDA when available): where models compute; overrides device."),
 ) -> None:
     """Continual learning on the device: stages of new conditions or electrode placements, a memory budget, and
     finetune / replay-all / random / herding / distill compared on the accuracy matrix (continual.md)."""
     from simulator.config import load_config, with_overrides
     from simulator.continual.output import REPORT_FILE, write_run
     from simulator.continual.run import run_continual
+    from simulator.core.device import resolve_device
     from simulator.layout import claim_folder
 
-    cfg = with_overrides(load_config(config), **{"": dict(seed=seed, seeds=seeds)})
+    cfg = with_overrides(load_config(config), **{"": dict(seed=seed, seeds=seeds, device=device)})
+    resolve_device(cfg.device)  # a missing GPU stops here, before a run folder is claimed
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     _, folder = claim_folder(out, f"{name}-{stamp}")
     try:

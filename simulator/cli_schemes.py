@@ -83,6 +83,7 @@ def run_scheme_command(
     data: Optional[str] = typer.Option(None, "--data", help="Real records (WFDB folder, CODE-15 .hdf5, .npz); overrides data.path."),
     param: list[str] = typer.Option([], "--param", "-p", help="Scheme parameter override key=value (repeatable), e.g. -p mu=0.1."),
     engine: Optional[str] = typer.Option(None, "--engine", help="inline (default), ray or deployment (a real local Flower federation); overrides federation.engine."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, cuda:N or auto (CUDA when available): where models compute; overrides device."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<scheme>-<time>)."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
@@ -91,11 +92,13 @@ def run_scheme_command(
     import dataclasses
 
     from simulator.config import load_config, with_overrides
+    from simulator.core.device import resolve_device
     from simulator.runner import run_scheme, to_long
     from simulator.study import build_study
 
     cfg = with_overrides(load_config(config), data=dict(path=data, skip_bad=skip_bad or None), federation=dict(engine=engine),
-                         **{"": dict(seed=seed)})
+                         **{"": dict(seed=seed, device=device)})
+    resolve_device(cfg.device)  # a missing GPU stops here, before any folder or training
     overrides = parse_param_overrides(param)
     params = cfg.scheme_params(name)
     if overrides:

@@ -19,6 +19,7 @@ def simulate_command(
     data: Optional[str] = typer.Option(None, "--data", help="Real records (WFDB folder, CODE-15 .hdf5, .npz); overrides data.path."),
     schemes: Optional[str] = typer.Option(None, "--schemes", help="Comma-separated schemes to run; overrides schemes.run."),
     engine: Optional[str] = typer.Option(None, "--engine", help="inline (default), ray or deployment; overrides federation.engine."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, cuda:N or auto (CUDA when available): where models compute; overrides device."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run folder."),
     name: str = typer.Option("simulate", "--name", help="Run folder name prefix (runs/<name>-<time>)."),
     attacks: Optional[bool] = typer.Option(None, "--attacks/--no-attacks", help="Attack every scheme's ledger (default: attacks.enabled, on)."),
@@ -33,6 +34,7 @@ def simulate_command(
     """Run the whole comparison and write one run folder (results, ledger, attacks, report)."""
     from simulator.config import apply_settings, load_config, with_overrides
     from simulator.config_grid import config_axes, parse_set, parse_sweep
+    from simulator.core.device import resolve_device
     from simulator.simulate import resume as resume_run
     from simulator.simulate import start
     from simulator.sweep import is_sweep, resume_sweep, start_sweep
@@ -40,7 +42,7 @@ def simulate_command(
     axes: tuple = ()
     resuming_sweep = resume is not None and is_sweep(resume)
     if resume is not None:
-        given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine),
+        given = [flag for flag, v in (("CONFIG", config), ("--data", data), ("--schemes", schemes), ("--engine", engine), ("--device", device),
                                       ("--seed", seed), ("--seeds", seeds), ("--attacks", attacks), ("--attack-budget", budget),
                                       ("--skip-bad", skip_bad or None), ("--set", settings or None), ("--sweep", sweep or None))
                  if v is not None]
@@ -49,12 +51,13 @@ def simulate_command(
     else:
         path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         cfg = with_overrides(load_config(path), data=dict(path=data, skip_bad=skip_bad or None), federation=dict(engine=engine),
-                             **{"": dict(seed=seed, seeds=seeds)})
+                             **{"": dict(seed=seed, seeds=seeds, device=device)})
         if schemes:
             cfg = with_overrides(cfg, schemes=dict(run=[s.strip() for s in schemes.split(",") if s.strip()]))
         if settings:
             cfg = apply_settings(cfg, [parse_set(e) for e in settings], "--set")
         axes = config_axes(path) + tuple(parse_sweep(e) for e in sweep or ())
+        resolve_device(cfg.device)  # a missing GPU stops here, before a run folder is claimed
     with console.status("starting") as status:
         def say(msg: str) -> None:
             status.update(msg)

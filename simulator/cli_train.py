@@ -84,12 +84,14 @@ def train_command(
     position: Optional[str] = typer.Option(None, help="Override train.position: start, end or both."),
     self_distill: Optional[bool] = typer.Option(None, "--self-distill/--no-self-distill", help="Override train.self_distill."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, cuda:N or auto (CUDA when available): where models compute; overrides device."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
     """Pretrain on the server: full training, then µ-Training of the middle (optionally self-distilled)."""
     from simulator.config import load_config, with_overrides
     from simulator.core.checkpoint import save_checkpoint
+    from simulator.core.device import describe, resolve_device
     from simulator.core.model import TDSSM, count_parameters
     from simulator.core.phases import evaluate
     from simulator.core.cost import phase_cost
@@ -99,19 +101,21 @@ def train_command(
 
     cfg = with_overrides(load_config(config), train=dict(full_epochs=full_epochs, mu_epochs=mu_epochs, position=position,
                                                           self_distill=self_distill), data=dict(path=data, skip_bad=skip_bad or None),
-                         **{"": dict(seed=seed)})
+                         **{"": dict(seed=seed, device=device)})
+    dev = resolve_device(cfg.device)  # a missing GPU stops here, before the records are read
     records = load_configured_records(cfg.data, cfg.seed)
     train_set, val_set = split_train_val(records, cfg.data.val_fraction, cfg.seed)
     console.print(f"data: {len(train_set)} train / {len(val_set)} validation records, {train_set.length} samples x {train_set.n_leads} leads")
     torch.manual_seed(cfg.seed)
-    model = TDSSM(cfg.model)
+    model = TDSSM(cfg.model).to(dev)  # initialised on the CPU (the same weights everywhere), trained on dev
     plan = cfg.train.plan()
     results = _run_phases(model, plan, train_set, val_set, cfg.seed)
     metrics = evaluate(model, val_set)
+    model.cpu()  # the checkpoint and the cost count (simulator.core.cost runs on the CPU) take the CPU model
     save_checkpoint(out, model, config=cfg.to_dict(), extra={"phases": [_phase_summary(r) for r in results], "config_hash": cfg.hash()})
     console.print(f"checkpoint written to {out}; validation macro-AUROC {metrics.macro_auroc:.3f}, macro-F1 {metrics.macro_f1:.3f}")
     _write_json({
-        "command": "train", "checkpoint": str(out), "config_hash": cfg.hash(), "seed": cfg.seed,
+        "command": "train", "checkpoint": str(out), "config_hash": cfg.hash(), "seed": cfg.seed, **describe(dev),
         "parameters": count_parameters(model),
         "data": {"train_records": len(train_set), "val_records": len(val_set), "length": train_set.length, "problems": list(records.problems)},
         "phases": [_phase_summary(r) for r in results],
@@ -130,6 +134,7 @@ def finetune_command(
     parts: Optional[str] = typer.Option(None, help="Comma-separated parts to train (default encoder,decoder = µ-Fine-Tuning)."),
     source_data: Optional[str] = typer.Option(None, "--source-data", help="Source-task records to measure forgetting on."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu (default), cuda, cuda:N or auto (CUDA when available): where models compute; overrides device."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (and count them) instead of stopping; sets data.skip_bad."),
 ) -> None:
@@ -139,6 +144,7 @@ def finetune_command(
     from simulator.config import load_config, parse_config, with_overrides
     from simulator.core.checkpoint import load_model, read_checkpoint, save_checkpoint
     from simulator.core.cost import phase_cost
+    from simulator.core.device import describe, resolve_device
     from simulator.core.metrics import forgetting
     from simulator.core.phases import evaluate
     from simulator.datasets import load_configured_records, split_tensors, split_train_val
@@ -146,8 +152,10 @@ def finetune_command(
     base = load_config(config) if config else parse_config(read_checkpoint(checkpoint)["config"] or {}, f"{checkpoint} (embedded config)")
     part_list = tuple(p.strip() for p in parts.split(",")) if parts else None
     cfg = with_overrides(base, finetune=dict(epochs=epochs, parts=part_list), data=dict(path=data, skip_bad=skip_bad or None),
-                         **{"": dict(seed=seed)})
+                         **{"": dict(seed=seed, device=device)})
+    dev = resolve_device(cfg.device)
     model, _ = load_model(checkpoint, expected=cfg.model)
+    model.to(dev)
     records = load_configured_records(cfg.data, cfg.seed + 1)
     # test records are only reported on; the epoch is picked on a validation split of the training records, so
     # "after" is an honest estimate (picking it on the test records made "after" never lower than "before")
@@ -164,6 +172,7 @@ def finetune_command(
     after = evaluate(model, test_set)
     selection = _selection(result, fit_set, val_set, test_set)
     middle_unchanged = all(torch.equal(a, b) for a, b in zip(middle_before, model.middle.parameters()))
+    model.cpu()  # the checkpoint and the cost count (simulator.core.cost runs on the CPU) take the CPU model
     if "middle" in phase.parts and selection["changed_nothing"]:
         middle_unchanged = None  # unchanged only because nothing was kept: not the µ-Fine-Tuning guarantee
     save_checkpoint(out, model, config=cfg.to_dict(), extra={"phases": [_phase_summary(result)], "finetuned_from": str(checkpoint)})
@@ -173,7 +182,7 @@ def finetune_command(
     console.print(f"personal macro-AUROC on {len(test_set)} test records {before.macro_auroc:.3f} -> {after.macro_auroc:.3f}; "
                   f"checkpoint written to {out}")
     report = {
-        "command": "finetune", "checkpoint": str(out), "from": str(checkpoint), "config_hash": cfg.hash(),
+        "command": "finetune", "checkpoint": str(out), "from": str(checkpoint), "config_hash": cfg.hash(), **describe(dev),
         "phase": _phase_summary(result), "selection": selection, "middle_bitwise_unchanged": middle_unchanged,
         "device_cost": phase_cost(model, phase, train_set.length).to_dict(),
         "personal_before": before.to_dict(), "personal_after": after.to_dict(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from attacks.budget import ATTACKS, PRESETS
+from simulator.core.device import check_name as check_device_name
 from simulator.core.labels import CLASSES
 from simulator.core.model import ModelConfig
 from simulator.core.phases import POSITIONS, Phase, mu_finetuning, pretraining_plan
@@ -244,6 +245,7 @@ class RunConfig:
     # docs/config.md read them from here, and tests/test_config_cli.py fails on a key without help.
     seed: int = field(default=0, metadata={"help": "one seed for everything; phases, splits, clients and data derive their own from it"})
     seeds: int = field(default=1, metadata={"range": "[1, inf)", "help": "repeat the whole study with seeds seed, seed+1, ...; the report gives 95% intervals over them"})
+    device: str = field(default="cpu", metadata={"help": 'the torch device this machine computes on (not the patients\' simulated devices): "cpu", "cuda" / "cuda:N" (an error without a GPU and a CUDA build of torch) or "auto" (CUDA when available, else the CPU); --device overrides it. Pretraining, every scheme\'s device and server training (DP-SGD too), `mupriv continual` and the scoring use it; the attacks run on the CPU. CUDA numbers are not bitwise those of the CPU'})
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -269,6 +271,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         check_values(self)  # every float finite, every key in its declared range (simulator.config_checks)
+        check_device_name(self.device)  # whether this machine has it is decided when a run starts (core.device)
         if self.train.position not in POSITIONS:
             raise MuprivError(f"train.position = {self.train.position!r} is not one of {list(POSITIONS)}")
         if self.model.d_state % 2:

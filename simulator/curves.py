@@ -23,6 +23,7 @@ import torch
 
 from baselines.registry import Scheme
 from baselines.setup import RoundProbes, probe_model
+from simulator.core.device import rng_devices
 from simulator.core.metrics import ClassificationMetrics
 from simulator.core.phases import evaluate
 from simulator.ledger import DOWN, UP
@@ -41,7 +42,7 @@ def round_curves(study: Study, scheme: Scheme, probes: RoundProbes, ledger: pd.D
     source_scores: dict[str, ClassificationMetrics] = {}  # clients holding the same model share one source score
     message_rounds = _message_rounds(ledger, scheme.federated, rounds[-1])
     rows: list[dict[str, Any]] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(study.device)):
         for c in study.clients:
             mine = probes.devices.get(c.partition, {})
             sent = ledger["partition_id"] == c.partition
@@ -53,7 +54,7 @@ def round_curves(study: Study, scheme: Scheme, probes: RoundProbes, ledger: pd.D
                 shared = _latest(probes.globals, rnd)
                 if shared is not None:
                     state.update(shared)
-                model = probe_model(study.config.model, state)
+                model = probe_model(study.config.model, state).to(study.device)
                 personal = evaluate(model, c.test)
                 key = _digest(state)
                 if key not in source_scores:

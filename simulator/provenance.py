@@ -1,6 +1,6 @@
 """Provenance: what a run folder's manifest.json records so that a result can be traced to its inputs.
 
-The config hash, seeds, schemes, engine and attack settings; per seed the cohort (clients, record counts, a data
+The config hash, seeds, schemes, engine, torch device and attack settings; per seed the cohort (clients, record counts, a data
 fingerprint) and the pretrained model every scheme started from (its phases, and whether one kept epoch 0); the
 package versions, git commit and machine. `simulator.simulate` writes the per-seed facts when a seed first runs
 (so a resumed run names the model the cache gave then) and the manifest when the run is assembled.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.config import RunConfig
+from simulator.core.device import describe, resolve_device
 from simulator.study import Study
 
 PACKAGES = ("torch", "flwr", "opacus", "numpy", "pandas", "wfdb", "mupriv")
@@ -42,6 +43,8 @@ def manifest(cfg: RunConfig, plan: Any, work: Path) -> dict:
         "seeds": list(plan.seeds),
         "schemes": list(plan.schemes),
         "engine": cfg.federation.engine,
+        # which torch device produced the numbers (CUDA numbers are not bitwise the CPU's; simulator.core.device)
+        "device": {"configured": cfg.device, **describe(resolve_device(cfg.device))},
         "attacks": {"enabled": plan.attack, "budget": plan.attack_budget, "run": list(cfg.attacks.run)},
         "data": plan.data_path or cfg.data.path or "synthetic",
         "data_fingerprints": {k: v["fingerprint"] for k, v in studies.items() if v},

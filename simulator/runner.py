@@ -31,6 +31,7 @@ from simulator import layout
 from simulator.atomic import atomic_write
 from simulator.client_scores import device_scores, prefixed
 from simulator.config import parse_fail
+from simulator.errors import MuprivError
 from simulator.curves import round_curves
 from simulator.device_cost import device_cost
 from simulator.engine.api import FederationResult, run_federation
@@ -147,7 +148,15 @@ def scheme_setup(study: Study, scheme: Scheme, params: Any, work_dir: Path) -> S
     ft = {k: getattr(cfg.finetune, k) for k in _FINETUNE_KEYS}
     return SchemeSetup(scheme=scheme.name, model=cfg.model.to_dict(), finetune=ft, params=dataclasses.asdict(params),
                        seed=cfg.seed, pretrained_path=str(study.pretrained_path), probe_dir=str(Path(work_dir) / "probes"),
-                       num_clients=len(study.clients), faults=_faults(study))
+                       num_clients=len(study.clients), faults=_faults(study), device=str(study.device))
+
+
+def _check_engine_device(engine: str, study: Study) -> None:
+    """Ray's simulation engine runs the ClientApps in actors granted no GPU (simulator.engine.ray_engine:
+    num_gpus 0), so a GPU run on it would fail on every device, or fall back where the actor sees no CUDA."""
+    if engine == "ray" and study.device.type != "cpu":
+        raise MuprivError(f"device = {study.config.device!r} with federation.engine = \"ray\": Ray's actors get no GPU; "
+                          f"use engine \"inline\" or \"deployment\" on the GPU, or device = \"cpu\" with Ray")
 
 
 def _faults(study: Study) -> dict[str, list[Any]]:
@@ -176,6 +185,7 @@ def run_scheme(
     cfg = study.config
     params = cfg.scheme_params(name) if params is None else params
     work_dir = Path(work_dir)
+    _check_engine_device(engine or cfg.federation.engine, study)
     setup = scheme_setup(study, scheme, params, work_dir)
     preflight = getattr(scheme, "preflight", None)
     if preflight is not None:
@@ -227,7 +237,7 @@ class _DataPaths:
 def client_table(study: Study, scheme: Scheme, params: Any, result: FederationResult, probe_dir: Path) -> pd.DataFrame:
     """One row per client: personal and source metrics of its final model, forgetting (simulator.client_scores),
     bytes and rounds (simulator.wire_counts), the device cost (simulator.device_cost), epsilon and errors."""
-    pretrained = study.pretrained()
+    pretrained = study.pretrained().to(study.device)
     source_before = evaluate(pretrained, study.source_eval)
     frame = result.ledger.to_frame()
     cost = device_cost(study, scheme)
@@ -241,7 +251,7 @@ def client_table(study: Study, scheme: Scheme, params: Any, result: FederationRe
         if probe is None:
             row["error"] = _client_error(errors, c.partition) or "device left no final model"
         else:
-            model = probe_model(study.config.model, probe["state"])
+            model = probe_model(study.config.model, probe["state"]).to(study.device)
             row.update(device_scores(model, c.test, study.source_eval, source_before))
             row.update(_tally(probe))
             row["error"] = _client_error(errors, c.partition) or ""

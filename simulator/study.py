@@ -14,6 +14,7 @@ import torch
 
 from simulator.config import RunConfig, parse_fail
 from simulator.core.checkpoint import load_model, read_checkpoint, save_checkpoint
+from simulator.core.device import describe, model_device, resolve_device
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
@@ -57,8 +58,14 @@ class Study:
         return "holdout" if self.source_holdout is not None else "validation"
 
     def pretrained(self) -> TDSSM:
+        """The pretrained model on the CPU (`device` says where to compute with it)."""
         model, _ = load_model(self.pretrained_path, self.config.model)
         return model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where this study's models compute (the config's `device`, resolved on this machine)."""
+        return resolve_device(self.config.device)
 
     def unchanged_phases(self) -> list[str]:
         """The pretraining phases that kept epoch 0: none of their epochs beat, on validation, the model they
@@ -137,10 +144,15 @@ def pretrain_key(cfg: RunConfig, data_path: str | None) -> str:
     """What the pretrained model depends on: model, data, cohort (it decides the source set), train, seed, the
     code that trains it, and the torch thread count. The thread count changes the order of float sums and so
     the weights' last bits: a model pretrained on 1 thread, read back by a 2-thread run, changed one of the
-    quickstart's metrics in its 4th decimal."""
-    blob = json.dumps({"model": cfg.model.to_dict(), "data": cfg.to_dict()["data"], "cohort": cfg.to_dict()["cohort"],
-                       "train": cfg.to_dict()["train"], "seed": cfg.seed, "path": data_path,
-                       "threads": torch.get_num_threads(), "code": pretraining_code_digest()}, sort_keys=True, default=list)
+    quickstart's metrics in its 4th decimal. A GPU (its name, CUDA and cuDNN versions) is part of the key for the
+    same reason; the CPU adds nothing to the key."""
+    facts = {"model": cfg.model.to_dict(), "data": cfg.to_dict()["data"], "cohort": cfg.to_dict()["cohort"],
+             "train": cfg.to_dict()["train"], "seed": cfg.seed, "path": data_path,
+             "threads": torch.get_num_threads(), "code": pretraining_code_digest()}
+    device = describe(resolve_device(cfg.device))
+    if device["device"] != "cpu":
+        facts["device"] = device
+    blob = json.dumps(facts, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -183,12 +195,16 @@ def build_study(
         log = list(read_checkpoint(ckpt).get("extra", {}).get("phases", []))
     else:
         with _seeded(cfg.seed):
-            model = TDSSM(cfg.model)
+            model = TDSSM(cfg.model)  # initialised on the CPU (the same weights on every device), then moved
+        model.to(resolve_device(cfg.device))
         results = train_plan(model, cfg.train.plan(), {"source": source_train}, {"source": source_test}, seed=cfg.seed, on_epoch=on_epoch)
         log = [phase_log(r) for r in results]
         m = evaluate(model, source_test)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(ckpt, model, config=cfg.to_dict(), extra={"phases": log, "source_test_macro_auroc": m.macro_auroc})
+        extra = {"phases": log, "source_test_macro_auroc": m.macro_auroc}
+        if model_device(model).type != "cpu":  # CPU checkpoints stay byte for byte as they were
+            extra["device"] = describe(model_device(model))
+        save_checkpoint(ckpt, model, config=cfg.to_dict(), extra=extra)
     return Study(cfg, clients, source_train, source_test, ckpt, cached, log, holdout)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from simulator.core.device import model_device
 from simulator.core.labels import CLASSES
 from simulator.core.model import TDSSM
 from simulator.core.tensors import ECGTensors
@@ -120,11 +121,13 @@ def select_random(candidates: Memory, size: int, rng: np.random.Generator) -> tu
 
 @torch.no_grad()
 def embeddings(model: TDSSM, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """The model's pooled features (what its decoder sees), L2-normalised as herding uses them; eval mode."""
+    """The model's pooled features (what its decoder sees), L2-normalised as herding uses them; eval mode. Computed
+    where the model is, returned on the CPU."""
     was = model.training
     model.eval()
+    dev = model_device(model)
     try:
-        f = torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        f = torch.cat([model.features(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]).cpu()
     finally:
         model.train(was)
     return torch.nn.functional.normalize(f, dim=1)

@@ -36,6 +36,7 @@ from simulator.continual.scenario import PatientStream, build_streams, stage_cla
 from simulator.continual.widen import should_widen, widen
 from simulator.core.cost import count_flops, phase_cost
 from simulator.core.labels import CLASSES
+from simulator.core.device import resolve_device
 from simulator.core.model import TDSSM, count_parameters
 from simulator.core.phases import Phase, evaluate, train_phase, train_plan
 from simulator.core.tensors import ECGTensors
@@ -79,7 +80,8 @@ def pretrain(cfg: RunConfig, seed: int) -> tuple[TDSSM, float]:
     train, val = split
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = TDSSM(cfg.model)
+        model = TDSSM(cfg.model)  # initialised on the CPU, then moved: the same weights on every device
+    model.to(resolve_device(cfg.device))
     train_plan(model, cfg.train.plan(), {"source": train}, {"source": val}, seed=seed)
     return model.eval(), evaluate(model, val).macro_auroc
 

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from simulator.core.device import model_device
 from simulator.core.model import TDSSM
 from simulator.errors import MuprivError
 
@@ -35,7 +36,7 @@ def widen(model: TDSSM, width: int) -> TDSSM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # every weight below is overwritten; the seed only keeps the caller's RNG untouched
         wide = TDSSM(replace(model.cfg, d_model=width))
-    old, new = model.state_dict(), {}
+    old, new = {k: t.cpu() for k, t in model.state_dict().items()}, {}  # built on the CPU, moved back below
     halves = torch.cat([g, H + g])  # the GLU's value and gate halves of the 1x1 map's outputs
     for name, t in old.items():
         if name in ("encoder.weight", "encoder.bias", "middle.norm.weight", "middle.norm.bias") or name.startswith("middle.s4d.conv."):
@@ -58,6 +59,7 @@ def widen(model: TDSSM, width: int) -> TDSSM:
     wide.decoder.wiring = replace(w, sensory_to_inter=model.decoder.wiring.sensory_to_inter[g.numpy()],
                                   inter_to_command=model.decoder.wiring.inter_to_command,
                                   command_to_motor=model.decoder.wiring.command_to_motor)
+    wide.to(model_device(model))
     wide.train(model.training)
     return wide
 

@@ -73,8 +73,9 @@ def phase_cost(model: TDSSM, phase: Phase, length: int, batch_size: int | None =
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
     trainable = set_trainable(model, phase.parts)
-    x = torch.zeros(batch, length, model.cfg.n_leads)
-    y = torch.zeros(batch, model.cfg.n_classes)
+    dev = next(model.parameters()).device  # counted where the model is (a GPU model too)
+    x = torch.zeros(batch, length, model.cfg.n_leads, device=dev)
+    y = torch.zeros(batch, model.cfg.n_classes, device=dev)
     known = torch.ones_like(y, dtype=torch.bool)
     model.train()
     try:

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from simulator.core.device import model_device, seeded
 from simulator.core.metrics import ClassificationMetrics, UndefinedMetricWarning, compute_metrics
 from simulator.core.model import PARTS, TDSSM
 from simulator.core.s4d import S4DConv
@@ -125,7 +126,7 @@ def make_optimizer(model: TDSSM, phase: Phase) -> torch.optim.AdamW:
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, pos_weight: float | None) -> torch.Tensor:
     """BCE-with-logits averaged over the known (record, class) entries only."""
-    pw = None if pos_weight is None else torch.full((logits.shape[1],), float(pos_weight), dtype=logits.dtype)
+    pw = None if pos_weight is None else torch.full((logits.shape[1],), float(pos_weight), dtype=logits.dtype, device=logits.device)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pw, reduction="none")
     known = known.to(logits.dtype)
     return (loss * known).sum() / known.sum().clamp_min(1.0)
@@ -133,11 +134,13 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: ECGTensors, batch_size: int = 64) -> torch.Tensor:
-    """Logits for every record, always in eval() mode; the model's previous mode is restored."""
+    """Logits for every record (on the CPU, wherever the model is), always in eval() mode; the model's previous
+    mode is restored."""
     was_training = model.training
     model.eval()
+    dev = model_device(model)  # records stay on the CPU; each batch visits the model's device
     try:
-        return torch.cat([model(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)])
+        return torch.cat([model(data.x[i : i + batch_size].to(dev)) for i in range(0, len(data), batch_size)]).cpu()
     finally:
         model.train(was_training)
 
@@ -234,9 +237,10 @@ def train_phase(
         if not math.isnan(start):
             best_score, best_state, result.best_epoch = start, _trainable_state(trainable), 0
 
-    # A private RNG stream per phase: same seed, same numbers, and the caller's RNG is left alone.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # A private RNG stream per phase: same seed, same numbers, and the caller's RNG is left alone. The record
+    # order comes from a CPU generator on every device; dropout's from the model's device (simulator.core.device).
+    dev = model_device(model)
+    with seeded(seed, dev):
         order_rng = torch.Generator().manual_seed(seed)
         for epoch in range(1, phase.epochs + 1):
             model.train()
@@ -244,7 +248,7 @@ def train_phase(
             total, count = 0.0, 0
             for b in range(n_batches):
                 idx = order[b * phase.batch_size : (b + 1) * phase.batch_size]
-                x, y, known = train.x[idx], train.y[idx], train.known[idx]
+                x, y, known = train.x[idx].to(dev), train.y[idx].to(dev), train.known[idx].to(dev)
                 soft = lookahead.soft_labels(x, y, known) if lookahead else None
                 logits = model(x)
                 loss = masked_bce(logits, y, known, phase.pos_weight)

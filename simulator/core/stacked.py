@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from simulator.core.device import model_device
 from simulator.core.jobs import JobOutcome, TrainingJob
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, ProximalTerm, set_trainable
@@ -74,8 +75,9 @@ def _dropout(x: torch.Tensor, p: float, gens: Sequence[torch.Generator] | None, 
     """ChannelDropout per client: client c's mask of `shape` from gens[c], scaled as ChannelDropout scales it."""
     if gens is None or p == 0.0:
         return x
+    # drawn on the CPU from each client's own stream whatever the device, then moved: the masks are small
     keep = torch.stack([torch.empty(shape, dtype=x.dtype).bernoulli_(1.0 - p, generator=g) for g in gens])
-    return x * keep.div_(1.0 - p)
+    return x * keep.div_(1.0 - p).to(x.device)
 
 
 def stacked_forward(params: Params, model: TDSSM, x: torch.Tensor,
@@ -116,7 +118,8 @@ def stacked_forward(params: Params, model: TDSSM, x: torch.Tensor,
 def stacked_masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor,
                        pos_weight: float | None) -> torch.Tensor:
     """`phases.masked_bce` per client: (C, B, K) in, (C,) losses out."""
-    pw = None if pos_weight is None else torch.full((logits.shape[-1],), float(pos_weight), dtype=logits.dtype)
+    pw = None if pos_weight is None else torch.full((logits.shape[-1],), float(pos_weight), dtype=logits.dtype,
+                                                    device=logits.device)
     loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw, reduction="none")
     known = known.to(logits.dtype)
     return (loss * known).sum(dim=(1, 2)) / known.sum(dim=(1, 2)).clamp_min(1.0)
@@ -132,15 +135,14 @@ def _optimizer(params: Params, trainable: list[str], phase) -> torch.optim.AdamW
     return torch.optim.AdamW(groups)
 
 
-def _proximal(params: Params, jobs: Sequence[TrainingJob]) -> torch.Tensor | None:
-    """Each client's FedProx term, (C,): (mu_c / 2) * ||w_c - anchor_c||^2 over every parameter."""
+def _proximal(params: Params, jobs: Sequence[TrainingJob]) -> Callable[[], torch.Tensor] | None:
+    """Each client's FedProx term as a function of the stacked parameters, (C,): (mu_c / 2) * ||w_c - anchor_c||^2."""
     if jobs[0].penalty is None:
         return None
     names = [n for n, _ in jobs[0].model.named_parameters()]
-    mu = torch.tensor([job.penalty.mu for job in jobs])  # type: ignore[union-attr]
+    mu = torch.tensor([job.penalty.mu for job in jobs], device=params[names[0]].device)  # type: ignore[union-attr]
     anchors = {n: torch.stack([job.penalty.anchor[i] for job in jobs]) for i, n in enumerate(names)}  # type: ignore[union-attr]
-    sq = sum(((params[n] - anchors[n]) ** 2).flatten(1).sum(dim=1) for n in names)
-    return 0.5 * mu * sq
+    return lambda: 0.5 * mu * sum(((params[n] - anchors[n]) ** 2).flatten(1).sum(dim=1) for n in names)
 
 
 def train_stacked(jobs: Sequence[TrainingJob]) -> list[JobOutcome | MuprivError]:
@@ -162,10 +164,12 @@ def train_stacked(jobs: Sequence[TrainingJob]) -> list[JobOutcome | MuprivError]
         return _finish(models, jobs, results, [None] * len(jobs), start)
 
     params = stack_parameters(models, set(trainable))
+    dev = model_device(models[0])
     opt = _optimizer(params, trainable, phase)
     n, bs, C = len(jobs[0].data), phase.batch_size, len(jobs)
     n_batches = math.ceil(n / bs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, phase.epochs * n_batches))
+    proximal = _proximal(params, jobs)
     dropout_gens = [torch.Generator().manual_seed(job.seed) for job in jobs]
     order_gens = [torch.Generator().manual_seed(job.seed) for job in jobs]
     errors: list[MuprivError | None] = [None] * C
@@ -174,18 +178,17 @@ def train_stacked(jobs: Sequence[TrainingJob]) -> list[JobOutcome | MuprivError]
         totals, count = torch.zeros(C, dtype=torch.float64), 0
         for b in range(n_batches):
             idx = [o[b * bs:(b + 1) * bs] for o in orders]
-            x = torch.stack([job.data.x[i] for job, i in zip(jobs, idx)])
-            y = torch.stack([job.data.y[i] for job, i in zip(jobs, idx)])
-            known = torch.stack([job.data.known[i] for job, i in zip(jobs, idx)])
+            x = torch.stack([job.data.x[i] for job, i in zip(jobs, idx)]).to(dev)  # records stay on the CPU
+            y = torch.stack([job.data.y[i] for job, i in zip(jobs, idx)]).to(dev)
+            known = torch.stack([job.data.known[i] for job, i in zip(jobs, idx)]).to(dev)
             losses = stacked_masked_bce(stacked_forward(params, models[0], x, dropout_gens), y, known, phase.pos_weight)
-            prox = _proximal(params, jobs)
-            if prox is not None:
-                losses = losses + prox
+            if proximal is not None:
+                losses = losses + proximal()
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
             sched.step()
-            batch = losses.detach().double()
+            batch = losses.detach().double().cpu()
             for c in torch.nonzero(~torch.isfinite(batch)).flatten().tolist():
                 errors[c] = errors[c] or _diverged(phase, epoch, float(batch[c]))
             totals += batch * len(idx[0])
