@@ -7,11 +7,20 @@ kills the child's process group (Ray's raylet/GCS share the driver's fate on Lin
 (Flower runs it in a thread of the process that called `run_simulation`), only the ClientApp has
 to be picklable, because Ray ships it to its actors with cloudpickle.
 
+Same seed, same results as inline (tests/test_engine_ray_parity.py: every scheme bitwise): the
+nodes get the inline engine's seeded ids and the server lists them in partition order
+(`_use_seeded_node_ids`, `_InlineOrderGrid`), so strategies sample and sum the clients in the same
+order; each ClientApp seeds its own training.
+
 What comes back from the child through a pickle file: the ledger entries (recorded by
 `LedgerGrid` wrapped around the `InMemoryGrid` that run_simulation gives the ServerApp), the
-ServerApp's final Context (Flower protobuf), and the node-id -> partition-id map, which each
-ClientApp writes out-of-band into a scratch directory on its first message (the server never
-sees it on the wire; it is simulation bookkeeping for joining ground truth later).
+ServerApp's final Context (Flower protobuf), and the node-id -> partition-id map: the seeded one,
+confirmed by the note each ClientApp writes out-of-band into a scratch directory on its first
+message (the server never sees it on the wire; it is simulation bookkeeping for joining ground
+truth later).
+
+On an existing Ray cluster (``address``/``RAY_ADDRESS``, see `ray_backend_config`) the driver and
+the ServerApp still run in the child here; only the ClientApps run on the cluster's workers.
 """
 
 from __future__ import annotations
