@@ -28,8 +28,8 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
-import signal
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -121,7 +121,8 @@ def _use_seeded_node_ids(seed: int, num_clients: int) -> dict[int, int]:
     # pylint: disable=import-outside-toplevel
     from flwr.server.superlink.linkstate import in_memory_linkstate as linkstate
 
-    ids = iter(seeded_node_ids(random.Random(f"mupriv-inline-{seed}"), num_clients))
+    node_ids = seeded_node_ids(random.Random(f"mupriv-inline-{seed}"), num_clients)
+    ids = iter(node_ids)
     draw = linkstate.generate_rand_int_from_bytes
     create_node = linkstate.InMemoryLinkState.create_node
     creating = threading.local()
@@ -140,7 +141,7 @@ def _use_seeded_node_ids(seed: int, num_clients: int) -> dict[int, int]:
 
     linkstate.generate_rand_int_from_bytes = node_id_or_random
     linkstate.InMemoryLinkState.create_node = seeded_create_node
-    return {nid: i for i, nid in enumerate(seeded_node_ids(random.Random(f"mupriv-inline-{seed}"), num_clients))}
+    return {nid: i for i, nid in enumerate(node_ids)}
 
 
 def _child(  # pylint: disable=too-many-arguments
