@@ -153,6 +153,7 @@ def test_secaggplus_legacy_workflow_runs_on_the_inline_grid():
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.skipif(not ray_available(), reason='Ray not installed: pip install -c constraints.txt "flwr[simulation]==1.41.0"')
 def test_ray_gives_the_same_weights_as_inline():
     ray_res = run_federation(

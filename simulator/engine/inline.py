@@ -64,6 +64,19 @@ def make_node_config(
     return cfg
 
 
+def seeded_node_ids(rng: random.Random, num_nodes: int) -> list[int]:
+    """Unique 64-bit node ids, like Flower's, drawn from ``rng``; node i is partition i.
+
+    The ray engine gives its nodes the same ids (``random.Random(f"mupriv-inline-{seed}")``), so
+    servers that order or sample nodes by id treat the partitions in the same order on both."""
+    node_ids: list[int] = []
+    while len(node_ids) < num_nodes:
+        nid = rng.getrandbits(64)
+        if nid > 1 and nid not in node_ids:  # 0 is no node, 1 is Flower's SUPERLINK_NODE_ID
+            node_ids.append(nid)
+    return node_ids
+
+
 class InlineGrid(Grid):
     """Deliver messages to ``client_app`` in-process, one node Context per simulated client."""
 
@@ -83,11 +96,7 @@ class InlineGrid(Grid):
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
         self._app = client_app
         self._rng = random.Random(f"mupriv-inline-{seed}")
-        node_ids: list[int] = []
-        while len(node_ids) < num_nodes:  # unique 64-bit ids, like Flower's
-            nid = self._rng.getrandbits(64)
-            if nid > 0 and nid not in node_ids:
-                node_ids.append(nid)
+        node_ids = seeded_node_ids(self._rng, num_nodes)
         self._node_ids = node_ids
         self.node_to_partition = {nid: i for i, nid in enumerate(node_ids)}
         self._contexts = {

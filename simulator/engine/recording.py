@@ -121,7 +121,8 @@ class LedgerGrid(Grid):
         *,
         timeout: float | None = None,
     ) -> Iterable[Message]:
-        pending = set(self.push_messages(messages))
+        pushed = list(self.push_messages(messages))
+        pending = set(pushed)
         end_time = time.time() + (timeout if timeout is not None else 0.0)
         replies: list[Message] = []
         while pending and (timeout is None or time.time() < end_time):
@@ -130,4 +131,8 @@ class LedgerGrid(Grid):
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending and not got:
                 time.sleep(self.pull_interval)
-        return replies
+        # Hand the replies over in push order, not arrival order: strategies sum them in the order
+        # given, and float sums depend on it, so on Ray/deployment (where arrival order is a race)
+        # the aggregate would otherwise change from run to run and differ from inline's in the last bits.
+        position = {mid: i for i, mid in enumerate(pushed)}
+        return sorted(replies, key=lambda m: position.get(m.metadata.reply_to_message_id, len(position)))
