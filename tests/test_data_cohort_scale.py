@@ -8,9 +8,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from simulator.data.cohort import SyntheticCohortSpec, synthetic_cohort
+from simulator.data.cohort import SyntheticCohortSpec, synthesize_cohort_raw, synthetic_cohort
 from simulator.data.npzio import _meta_to_json
-from simulator.data.preprocess import PreprocessConfig
+from simulator.data.preprocess import PreprocessConfig, fix_length, scale, scale_to_length
+from simulator.errors import MuprivError
 
 FROZEN = {
     "split": (dict(n_source=24, source_patients=6, n_clients=3, records_per_client=8, shift=0.5), 0,
@@ -30,6 +31,14 @@ FROZEN = {
     "lead_start": (dict(n_source=8, source_patients=2, n_clients=2, records_per_client=5, shift=0.3,
                         preprocess=PreprocessConfig(fs=500.0, length=3000, scale="lead", align="start")), 7,
                    "89a1f5efc700b3aece1d32b4bb0a43ce69643dc02e48dcf609e4688158ae0823"),
+    # the run's input (DEFAULT_INPUT): min-max per record, then 1024 of the 4096 samples kept (cropped after scaling)
+    "run_input": (dict(n_source=16, source_patients=4, n_clients=3, records_per_client=6, test_records=8, shift=1.0,
+                       preprocess=PreprocessConfig(fs=400.0, length=1024, scale="record")), 4,
+                  "666f590c3ee2ee30f0676b1737a0e0a8057ee35a04dbcb1a66a50232f5790106"),
+    # downsampled to 250 Hz, min-max per lead, cropped from the start
+    "crop_lead_start": (dict(n_source=8, source_patients=2, n_clients=2, records_per_client=5, shift=0.6,
+                             preprocess=PreprocessConfig(fs=250.0, length=2000, scale="lead", align="start")), 6,
+                        "7b32d1c758c73800bedb873455636245b04077f70a4617e229d99611aee8e436"),
 }
 
 
@@ -56,3 +65,33 @@ def cohort_digest(cohort) -> str:
 def test_cohort_bitwise_as_before(name):
     kw, seed, digest = FROZEN[name]
     assert cohort_digest(synthetic_cohort(SyntheticCohortSpec(**kw), seed=seed)) == digest
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_cohort_does_not_depend_on_workers(workers):
+    kw, seed, digest = FROZEN["min_pos"]
+    assert cohort_digest(synthetic_cohort(SyntheticCohortSpec(**kw), seed=seed, workers=workers)) == digest
+
+
+def test_raw_cohort_does_not_depend_on_workers():
+    spec = SyntheticCohortSpec(n_source=8, source_patients=2, n_clients=3, records_per_client=4, test_records=4, shift=1.0)
+    one_source, one = synthesize_cohort_raw(spec, seed=9, workers=1)
+    many_source, many = synthesize_cohort_raw(spec, seed=9, workers=4)
+    assert one_source.equals(many_source)
+    assert [cid for cid, _ in one] == [cid for cid, _ in many] == ["client-000", "client-001", "client-002"]
+    assert all(a.equals(b) for (_, a), (_, b) in zip(one, many))
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(MuprivError, match="workers"):
+        synthetic_cohort(SyntheticCohortSpec(n_source=4, source_patients=1, n_clients=1, records_per_client=2), workers=0)
+
+
+@pytest.mark.parametrize("how,length,align", [("record", 700, "center"), ("lead", 700, "start"), ("record", 1500, "center"),
+                                              ("none", 700, "center")])
+def test_scale_to_length_is_scale_then_fix_length(how, length, align):
+    sig = np.random.default_rng(0).normal(0, 1, (3, 1000, 12)).astype(np.float32)
+    sig[1] = 0.5  # a flat record: span 1
+    want = fix_length(scale(sig, how), length, align)
+    got = scale_to_length(sig, how, length, align)
+    assert got.dtype == np.float32 and got.tobytes() == np.ascontiguousarray(want).tobytes()

@@ -12,6 +12,8 @@ that are single patients wearing a different device (noise, sampling rate, and e
 their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
@@ -260,6 +262,7 @@ class SyntheticCohortSpec:
 
 PLACEMENT_DEG = 30.0      # at shift 1: SD of the per-patient rotation of the electrode frame about each axis
 CONTACT_GAIN_SD = 0.4     # at shift 1: log-normal SD of each electrode's per-patient contact gain
+MAX_WORKERS = 8           # threads that build a cohort, at most (see default_workers)
 
 
 def client_population(spec: SyntheticCohortSpec) -> Population:
@@ -275,30 +278,62 @@ def client_population(spec: SyntheticCohortSpec) -> Population:
     return replace(src, name="wearable", age_mean=src.age_mean + 12 * s, device=dev)
 
 
-def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> tuple[ECGRecords, list[tuple[str, ECGRecords]]]:
-    """The cohort's records before preprocessing (mV, each device's own rate): source set and (client id, records)."""
-    source = synthesize(spec.n_source, seed=seed, population=spec.source, n_patients=spec.source_patients,
-                        id_prefix="SRC", patient_prefix="S")
+def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0,
+                          workers: int | None = None) -> tuple[ECGRecords, list[tuple[str, ECGRecords]]]:
+    """The cohort's records before preprocessing (mV, each device's own rate): source set and (client id, records).
+    `workers` threads render patients side by side (default: default_workers()); the records do not depend on it."""
     pop = client_population(spec)
+    with ThreadPoolExecutor(_workers(workers, spec)) as pool:
+        source = pool.submit(_source_raw, spec, seed)
+        clients = list(pool.map(lambda k: (_client_id(k), _client_raw(spec, pop, seed, k)), range(spec.n_clients)))
+        return source.result(), clients
+
+
+def default_workers() -> int:
+    """Threads that build a cohort: one per usable core, at most MAX_WORKERS. Each patient has its own random
+    stream and the heavy steps (FFTs, resampling, noise arithmetic) release the GIL, so patients render side by side."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+def _workers(workers: int | None, spec: SyntheticCohortSpec) -> int:
+    n = default_workers() if workers is None else int(workers)
+    if n < 1:
+        raise MuprivError(f"cohort: workers must be >= 1, got {n}")
+    return max(1, min(n, spec.n_clients + 1))
+
+
+def _client_id(k: int) -> str:
+    return f"client-{k:03d}"
+
+
+def _source_raw(spec: SyntheticCohortSpec, seed: int) -> ECGRecords:
+    return synthesize(spec.n_source, seed=seed, population=spec.source, n_patients=spec.source_patients,
+                      id_prefix="SRC", patient_prefix="S")
+
+
+def _client_raw(spec: SyntheticCohortSpec, pop: Population, seed: int, k: int) -> ECGRecords:
+    """Patient k's records in mV, drawn from that patient's own streams only (client_rng(seed, k, 1), and 3 for
+    test_min_positives' redraws), so that patients can be rendered in any order or side by side."""
+    rng = client_rng(seed, k, purpose=1)
+    traits = sample_traits(1, pop, rng)
     base = pop.weight_vector()
-    clients = []
-    for k in range(spec.n_clients):
-        rng = client_rng(seed, k, purpose=1)
-        traits = sample_traits(1, pop, rng)
-        if spec.shift > 0:  # each patient's own class mix around the population's
-            conc = np.maximum(base * len(WEIGHT_NAMES) * 4 * (1.0 - 0.9 * spec.shift), 0.05)
-            w = 0.85 * rng.dirichlet(conc) + 0.15 * base  # skewed, but every class stays possible
-        else:
-            w = base
-        n = spec.records_per_client + spec.test_records
-        labels = sample_labels(np.broadcast_to(w, (n, len(WEIGHT_NAMES))), pop.combo_prob, rng)
-        recs = synthesize_records(traits, np.zeros(n, np.int64), labels, pop.device, rng,
-                                  source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(n)],
-                                  patient_ids=[f"C{k:03d}"])
-        if spec.test_min_positives:
-            recs = _with_test_positives(recs, spec, traits, w, pop, client_rng(seed, k, purpose=3))
-        clients.append((f"client-{k:03d}", recs))
-    return source, clients
+    if spec.shift > 0:  # each patient's own class mix around the population's
+        conc = np.maximum(base * len(WEIGHT_NAMES) * 4 * (1.0 - 0.9 * spec.shift), 0.05)
+        w = 0.85 * rng.dirichlet(conc) + 0.15 * base  # skewed, but every class stays possible
+    else:
+        w = base
+    n = spec.records_per_client + spec.test_records
+    labels = sample_labels(np.broadcast_to(w, (n, len(WEIGHT_NAMES))), pop.combo_prob, rng)
+    recs = synthesize_records(traits, np.zeros(n, np.int64), labels, pop.device, rng,
+                              source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(n)],
+                              patient_ids=[f"C{k:03d}"])
+    if spec.test_min_positives:
+        recs = _with_test_positives(recs, spec, traits, w, pop, client_rng(seed, k, purpose=3))
+    return recs
 
 
 def _with_test_positives(recs: ECGRecords, spec: SyntheticCohortSpec, traits: pd.DataFrame, weights: np.ndarray,
@@ -320,17 +355,24 @@ def _with_test_positives(recs: ECGRecords, spec: SyntheticCohortSpec, traits: pd
     return ECGRecords.concat([recs, extra]).subset(order)
 
 
-def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> Cohort:
+def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0, workers: int | None = None) -> Cohort:
     """Source population records + one client per simulated patient, all preprocessed with spec.preprocess,
-    each client's records split into personal train/test."""
-    source, raw = synthesize_cohort_raw(spec, seed)
-    clients = []
-    for k, (cid, recs) in enumerate(raw):
-        recs = preprocess_records(recs, spec.preprocess)
-        if spec.test_records > 0:   # labels are drawn i.i.d., so the last records are a random held-out set
-            n = spec.records_per_client
-            tr, te = recs.subset(np.arange(n)), recs.subset(np.arange(n, len(recs)))
-        else:
-            tr, te = train_test_split(recs, spec.test_fraction, client_rng(seed, k, purpose=2))
-        clients.append(Client(cid, tr, te))
-    return Cohort(source=preprocess_records(source, spec.preprocess), clients=clients)
+    each client's records split into personal train/test. Each patient is rendered and preprocessed in one go on
+    one of `workers` threads (default_workers()), so only a few patients' raw records are in memory at a time;
+    the result is bitwise the same for any number of workers."""
+    pop = client_population(spec)
+    with ThreadPoolExecutor(_workers(workers, spec)) as pool:
+        source = pool.submit(lambda: preprocess_records(_source_raw(spec, seed), spec.preprocess))
+        clients = list(pool.map(lambda k: _client(spec, pop, seed, k), range(spec.n_clients)))
+        return Cohort(source=source.result(), clients=clients)
+
+
+def _client(spec: SyntheticCohortSpec, pop: Population, seed: int, k: int) -> Client:
+    """Patient k rendered, preprocessed and split into personal train/test."""
+    recs = preprocess_records(_client_raw(spec, pop, seed, k), spec.preprocess)
+    if spec.test_records > 0:   # labels are drawn i.i.d., so the last records are a random held-out set
+        n = spec.records_per_client
+        tr, te = recs.subset(np.arange(n)), recs.subset(np.arange(n, len(recs)))
+    else:
+        tr, te = train_test_split(recs, spec.test_fraction, client_rng(seed, k, purpose=2))
+    return Client(_client_id(k), tr, te)
