@@ -4,14 +4,22 @@ came from, whatever the number of worker threads, and a built cohort is cached o
 The fingerprints below were computed with the generator as it was before it was made faster (commit 603761f, one
 patient after another); a change that moves one bit of a signal, label or metadata value of any part fails here."""
 import hashlib
+import json
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from simulator.data.cohort import SyntheticCohortSpec, synthesize_cohort_raw, synthetic_cohort
+import simulator.data.cohort as cohort_module
+from simulator.config import parse_config
+from simulator.data.cache import RecordCache
+from simulator.data.cohort import (Cohort, SyntheticCohortSpec, cached_synthetic_cohort, cohort_cache_settings,
+                                   cohort_code_token, load_cohort, save_cohort, synthesize_cohort_raw, synthetic_cohort)
 from simulator.data.npzio import _meta_to_json
 from simulator.data.preprocess import PreprocessConfig, fix_length, scale, scale_to_length
 from simulator.errors import MuprivError
+from simulator.study import build_cohort
 
 FROZEN = {
     "split": (dict(n_source=24, source_patients=6, n_clients=3, records_per_client=8, shift=0.5), 0,
@@ -95,3 +103,94 @@ def test_scale_to_length_is_scale_then_fix_length(how, length, align):
     want = fix_length(scale(sig, how), length, align)
     got = scale_to_length(sig, how, length, align)
     assert got.dtype == np.float32 and got.tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The on-disk cache
+# ----------------------------------------------------------------------------------------------------------
+SMALL = SyntheticCohortSpec(**FROZEN["test_records"][0])
+SMALL_SEED, SMALL_DIGEST = FROZEN["test_records"][1], FROZEN["test_records"][2]
+
+
+def _entries(root) -> list:
+    return sorted(p.name for p in root.iterdir())
+
+
+def test_cache_hit_is_bitwise_the_build(tmp_path):
+    cache = RecordCache(tmp_path)
+    built = cached_synthetic_cohort(SMALL, SMALL_SEED, cache)
+    hit = cached_synthetic_cohort(SMALL, SMALL_SEED, cache)
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert cohort_digest(built) == cohort_digest(hit) == SMALL_DIGEST
+    for a, b in zip([built.source] + [c.test for c in built.clients], [hit.source] + [c.test for c in hit.clients]):
+        pd.testing.assert_frame_equal(a.meta, b.meta, check_exact=True)   # dtypes too (str, bool, float64, object)
+    assert len(_entries(tmp_path)) == 1 and _entries(tmp_path)[0].startswith("cohort-")  # no temporary file left
+
+
+@pytest.mark.parametrize("change", [dict(seed=SMALL_SEED + 1), dict(shift=0.9), dict(test_records=11),
+                                    dict(preprocess=PreprocessConfig(length=2048)),
+                                    dict(source=replace(SMALL.source, device=replace(SMALL.source.device, muscle_mv=0.01)))])
+def test_cache_key_is_the_whole_spec_and_seed(tmp_path, change):
+    cache = RecordCache(tmp_path)
+    seed = change.pop("seed", SMALL_SEED)
+    key = cache.settings_key("cohort", cohort_cache_settings(SMALL, SMALL_SEED))
+    other = cache.settings_key("cohort", cohort_cache_settings(replace(SMALL, **change), seed))
+    assert key != other
+
+
+def test_cache_key_names_the_code(tmp_path, monkeypatch):
+    cache = RecordCache(tmp_path)
+    before = cache.settings_key("cohort", cohort_cache_settings(SMALL, SMALL_SEED))
+    monkeypatch.setattr(cohort_module, "cohort_code_token", lambda: "another-version")
+    assert cache.settings_key("cohort", cohort_cache_settings(SMALL, SMALL_SEED)) != before
+
+
+def test_code_token_hashes_files_that_exist():
+    token = cohort_code_token()
+    assert len(token) == 16 and token == cohort_code_token()
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a zip file", "truncate", "foreign"])
+def test_corrupt_cache_entry_is_rebuilt(tmp_path, damage):
+    cache = RecordCache(tmp_path)
+    cached_synthetic_cohort(SMALL, SMALL_SEED, cache)
+    (entry,) = tmp_path.iterdir()
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    elif damage == "foreign":   # a readable .npz that is not a cohort
+        np.savez(entry, header=np.array('{"format": "something-else"}'))
+    else:
+        entry.write_bytes(damage)
+    again = cached_synthetic_cohort(SMALL, SMALL_SEED, cache)
+    assert cohort_digest(again) == SMALL_DIGEST and (cache.hits, cache.misses) == (0, 2)
+    assert cohort_digest(load_cohort(entry)) == SMALL_DIGEST   # overwritten with a good entry
+
+
+def test_disabled_cache_builds_and_writes_nothing(tmp_path):
+    cache = RecordCache(tmp_path / "cache", enabled=False)
+    assert cohort_digest(cached_synthetic_cohort(SMALL, SMALL_SEED, cache)) == SMALL_DIGEST
+    assert cache.misses == 1 and not (tmp_path / "cache").exists()
+
+
+def test_load_cohort_refuses_a_wrong_part_count(tmp_path):
+    cohort = synthetic_cohort(SMALL, SMALL_SEED)
+    path = save_cohort(Cohort(source=cohort.source, clients=cohort.clients[:2]), tmp_path / "c.npz")
+    assert [c.id for c in load_cohort(path).clients] == ["client-000", "client-001"]
+    with np.load(path) as f:
+        arrays = dict(f)
+    header = json.loads(str(arrays.pop("header")))
+    header["clients"].append("client-009")
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    with pytest.raises(MuprivError, match="record sets for 3 clients"):
+        load_cohort(path)
+
+
+def test_a_run_builds_its_cohort_through_the_cache(tmp_path):
+    cfg = parse_config({"data": {"synthetic_records": 24, "fs": 50.0, "length": 128},
+                        "cohort": {"clients": 2, "records_per_client": 6, "test_records": 6}})
+    first = build_cohort(cfg, cache_dir=tmp_path)
+    (entry,) = tmp_path.iterdir()
+    stamp = entry.stat().st_mtime_ns
+    again = build_cohort(cfg, cache_dir=tmp_path)
+    assert entry.stat().st_mtime_ns == stamp   # read, not rewritten
+    assert cohort_digest(again) == cohort_digest(first) == cohort_digest(build_cohort(cfg))

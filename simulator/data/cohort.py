@@ -12,15 +12,22 @@ that are single patients wearing a different device (noise, sampling rate, and e
 their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy
 
+from simulator.atomic import atomic_write
 from simulator.core.labels import CLASSES
+from simulator.data.cache import RecordCache
 from simulator.data.positives import top_up
 from simulator.data.preprocess import PreprocessConfig, preprocess_records
 from simulator.data.records import ECGRecords
@@ -376,3 +383,91 @@ def _client(spec: SyntheticCohortSpec, pop: Population, seed: int, k: int) -> Cl
     else:
         tr, te = train_test_split(recs, spec.test_fraction, client_rng(seed, k, purpose=2))
     return Client(_client_id(k), tr, te)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cohort cache: a built synthetic cohort on disk, keyed by its spec, seed and the code that built it
+# ----------------------------------------------------------------------------------------------------------
+COHORT_FORMAT = "mupriv-cohort-1"
+# The source that decides a synthetic cohort's bits, under simulator/.
+COHORT_CODE = ("data/synthetic.py", "data/cohort.py", "data/preprocess.py", "data/positives.py", "data/records.py",
+               "core/labels.py")
+
+
+@functools.cache
+def cohort_code_token() -> str:
+    """A hash of COHORT_CODE and of numpy's and scipy's versions (their random streams and resampling filters), so
+    a cached cohort is only ever read back by the code that built it: any edit of the generator, even a comment,
+    builds the cohort anew (building is the cheap side of a stale cohort)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"numpy {np.__version__} scipy {scipy.__version__}".encode())
+    for part in COHORT_CODE:
+        h.update(part.encode())
+        h.update((root / part).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cohort_cache_settings(spec: SyntheticCohortSpec, seed: int) -> dict:
+    """What a cached cohort is keyed by: the whole spec (population, device, preprocessing), the seed, the code."""
+    return {"spec": asdict(spec), "seed": int(seed), "code": cohort_code_token(), "format": COHORT_FORMAT}
+
+
+def cached_synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0,
+                            cache: RecordCache | None = None, workers: int | None = None) -> Cohort:
+    """synthetic_cohort through `cache` (a RecordCache; None or a disabled one builds every time). A hit is bitwise
+    the cohort a build gives; an entry that cannot be read is built again and overwritten."""
+    build = functools.partial(synthetic_cohort, spec, seed, workers)
+    if cache is None:
+        return build()
+    return cache.fetch("cohort", cohort_cache_settings(spec, seed), build, load_cohort, save_cohort)
+
+
+def _parts(cohort: Cohort) -> list[ECGRecords]:
+    """source, then each client's train and test: the order a cohort file stores them in."""
+    return [cohort.source] + [r for c in cohort.clients for r in (c.train, c.test)]
+
+
+def save_cohort(cohort: Cohort, path: Path | str) -> Path:
+    """A cohort as one uncompressed .npz, written atomically: each part's signals, labels and known as arrays, and a
+    JSON header with the client ids, each part's rate, units, problems and metadata (values and dtypes)."""
+    parts = _parts(cohort)
+    header = {"format": COHORT_FORMAT, "clients": [c.id for c in cohort.clients],
+              "parts": [{"fs": float(r.fs), "units": r.units, "problems": list(r.problems), "meta": _meta_columns(r.meta)}
+                        for r in parts]}
+    arrays = {f"{name}_{i}": getattr(r, name) for i, r in enumerate(parts) for name in ("signals", "labels", "known")}
+    return atomic_write(Path(path), lambda tmp: np.savez(tmp, header=np.array(json.dumps(header)), **arrays))
+
+
+def load_cohort(path: Path | str) -> Cohort:
+    """A cohort save_cohort wrote; MuprivError when the file is not one or cannot be read whole."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            header = json.loads(str(f["header"]))
+            if header.get("format") != COHORT_FORMAT:
+                raise MuprivError(f"{path}: not a mupriv cohort file (no '{COHORT_FORMAT}' marker)")
+            parts = [ECGRecords(f[f"signals_{i}"], f[f"labels_{i}"], f[f"known_{i}"], _meta_frame(p["meta"]),
+                                fs=float(p["fs"]), units=str(p["units"]), problems=tuple(p["problems"]))
+                     for i, p in enumerate(header["parts"])]
+    except MuprivError:
+        raise
+    except Exception as e:
+        raise MuprivError(f"{path}: cannot read as a cohort file ({type(e).__name__}: {e}); delete it and re-create it") from None
+    ids = header["clients"]
+    if len(parts) != 1 + 2 * len(ids):
+        raise MuprivError(f"{path}: {len(parts)} record sets for {len(ids)} clients; delete it and re-create it")
+    return Cohort(source=parts[0], clients=[Client(cid, parts[1 + 2 * k], parts[2 + 2 * k]) for k, cid in enumerate(ids)])
+
+
+def _meta_columns(meta: pd.DataFrame) -> list[list]:
+    """[name, dtype, values] per column. JSON keeps every value exactly (a float64 as its shortest repr, NaN as NaN),
+    and the dtype puts each column back as it was (the records .npz of simulator.data.npzio keeps values, not dtypes)."""
+    return [[str(c), str(meta[c].dtype), meta[c].tolist()] for c in meta.columns]
+
+
+def _meta_frame(columns: list[list]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, dtype, values in columns})
+    for name, dtype, _ in columns:
+        if str(frame[name].dtype) != dtype:
+            raise MuprivError(f"metadata column {name} reads back as {frame[name].dtype}, not {dtype}")
+    return frame
