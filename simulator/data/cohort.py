@@ -9,7 +9,9 @@ Splits of an existing record set (`split_cohort`):
                   proportions of its main label (small alpha = each client sees few classes).
 `synthetic_cohort` simulates the default study: a source population recorded by clinical devices, and clients
 that are single patients wearing a different device (noise, sampling rate, and electrodes placed and in contact
-their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]."""
+their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]. Each patient draws
+from streams of their own, so patients are rendered side by side on threads with bitwise the same records, and
+`cached_synthetic_cohort` keeps a built cohort on disk (simulator.data.cache), keyed by its spec, seed and code."""
 from __future__ import annotations
 
 import functools
