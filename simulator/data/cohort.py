@@ -309,6 +309,7 @@ def default_workers() -> int:
 
 
 def _workers(workers: int | None, spec: SyntheticCohortSpec) -> int:
+    """The pool size: as asked (default_workers() for None), and no more threads than tasks (patients + source)."""
     n = default_workers() if workers is None else int(workers)
     if n < 1:
         raise MuprivError(f"cohort: workers must be >= 1, got {n}")

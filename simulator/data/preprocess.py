@@ -113,10 +113,10 @@ def scale_to_length(sig: np.ndarray, how: Scale, length: int, align: Align = "ce
     """Bitwise fix_length(scale(sig, how), length, align), but the scaling arithmetic runs only on the samples
     that are kept: the minimum and span still come from the whole signal, and the map is per sample, so cropping
     first changes no bit (the run's input keeps 1024 of 4096 samples: a quarter of the work)."""
-    kept = sig[..., _crop_slice(sig.shape[-2], length, align), :]
     if how == "none" or sig.dtype != np.float32:
         return fix_length(scale(sig, how), length, align)
     lo, span = _min_span(sig, how)
+    kept = sig[..., _crop_slice(sig.shape[-2], length, align), :]
     out = np.subtract(kept, lo, dtype=np.float32)
     out /= span
     return fix_length(out, length, align)
