@@ -123,9 +123,9 @@ elif how == "cache-hit":
     cached_synthetic_cohort(spec, 0, cache)
     build = lambda: cached_synthetic_cohort(spec, 0, cache)
 synthetic_cohort(SyntheticCohortSpec(n_source=8, source_patients=2, n_clients=1, records_per_client=4), seed=0)  # warm-up
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 cohort = build()
-seconds = time.perf_counter() - t
+seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
 if how == "cache-hit":
     assert cache.hits == 1
 h = hashlib.sha256()
@@ -133,16 +133,21 @@ for r in [cohort.source] + [r for c in cohort.clients for r in (c.train, c.test)
     for a in (r.signals, r.labels, r.known):
         h.update(a.tobytes())
     h.update(json.dumps(r.record_ids).encode())
-print(json.dumps({"seconds": seconds, "digest": h.hexdigest()}))
+print(json.dumps({"seconds": seconds, "cpu": cpu, "digest": h.hexdigest()}))
 """
 
 
 def run_cohort(package_root: Path, n: int, length: int, how: str, *extra: str) -> dict:
-    """COHORT_SCRIPT's {"seconds", "digest"} for `how` in build (default threads), one-thread, cache-hit."""
+    """COHORT_SCRIPT's {"seconds", "cpu", "digest"} for `how` in build (default threads), one-thread, cache-hit:
+    wall seconds, and CPU seconds of all the child's threads (what other work on the machine disturbs least)."""
     env = {**os.environ, "PYTHONPATH": str(package_root)}
     out = subprocess.run([sys.executable, "-c", COHORT_SCRIPT, str(n), str(length), how, *extra], env=env,
                          cwd=package_root, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _secs(m: dict) -> str:
+    return f"{m['seconds']:6.1f} s ({m['cpu']:6.1f} s CPU)"
 
 
 def old_generator(rev: str, dest: Path) -> Path | None:
@@ -172,14 +177,14 @@ def bench_cohorts(sizes: list[int], length: int, old_rev: str) -> None:
             hit = run_cohort(ROOT, n, length, "cache-hit", str(tmp / f"cache-{n}"))
             assert new["digest"] == one["digest"] == hit["digest"], f"{n} patients: threads or the cache changed the records"
             size = sum(p.stat().st_size for p in (tmp / f"cache-{n}").iterdir()) / 2**20
-            line = f"  {n:3d} patients: new {new['seconds']:6.1f} s (1 thread {one['seconds']:6.1f} s)"
+            print(f"  {n:3d} patients: new {_secs(new)}, 1 thread {_secs(one)}; cache hit {hit['seconds']:5.2f} s "
+                  f"({new['seconds'] / hit['seconds']:.0f}x faster than new, {size:.0f} MiB on disk)", flush=True)
             if old_root is not None:
                 old = run_cohort(old_root, n, length, "build")
                 assert old["digest"] == new["digest"], f"{n} patients: the new generator's records differ from {old_rev}'s"
-                line += (f", old {old['seconds']:6.1f} s: new {old['seconds'] / new['seconds']:4.1f}x faster "
-                         f"(1 thread {old['seconds'] / one['seconds']:4.1f}x), same records")
-            line += f"; cache hit {hit['seconds']:5.2f} s ({new['seconds'] / hit['seconds']:4.0f}x faster than new, {size:.0f} MiB on disk)"
-            print(line, flush=True)
+                print(f"       old {_secs(old)}, same records: new {old['seconds'] / new['seconds']:.2f}x faster in wall time, "
+                      f"1 thread {old['seconds'] / one['seconds']:.2f}x in wall time and {old['cpu'] / one['cpu']:.2f}x in CPU time",
+                      flush=True)
             for p in (tmp / f"cache-{n}").iterdir():
                 p.unlink()
 
