@@ -18,8 +18,8 @@ from simulator.core.device import describe, model_device, resolve_device
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
-from simulator.data.cache import default_cache_dir
-from simulator.data.cohort import Client, Cohort, SyntheticCohortSpec, balanced_split, split_cohort, synthetic_cohort
+from simulator.data.cache import RecordCache, default_cache_dir
+from simulator.data.cohort import Client, Cohort, SyntheticCohortSpec, balanced_split, cached_synthetic_cohort, split_cohort
 from simulator.data.records import ECGRecords
 from simulator.data.synthetic import Population
 from simulator.datasets import load_configured_records, preprocess_config, split_tensors, split_train_val
@@ -73,9 +73,10 @@ class Study:
         return [p["phase"] for p in self.pretrain_log if p.get("best_epoch") == 0]
 
 
-def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
+def build_cohort(cfg: RunConfig, data_path: str | None = None, cache_dir: Path | None = None) -> Cohort:
     """Synthetic study when no data path is configured, else a split of the real records; with
-    cohort.client_data, the server keeps every record of the data path and the clients come from the second set."""
+    cohort.client_data, the server keeps every record of the data path and the clients come from the second set.
+    A synthetic cohort is read from / stored in the cache under cache_dir when one is given (bitwise the same)."""
     path = data_path if data_path is not None else cfg.data.path
     c = cfg.cohort
     if c.client_data:
@@ -88,7 +89,7 @@ def build_cohort(cfg: RunConfig, data_path: str | None = None) -> Cohort:
         spec = SyntheticCohortSpec(n_source=cfg.data.synthetic_records, source_patients=max(1, cfg.data.synthetic_records // 4),
                                    n_clients=c.clients, records_per_client=c.records_per_client, test_fraction=c.test_fraction,
                                    test_records=c.test_records, test_min_positives=c.test_min_positives, shift=c.shift, source=Population(), preprocess=preprocess_config(cfg.data))
-        return synthetic_cohort(spec, seed=cfg.seed)
+        return cached_synthetic_cohort(spec, seed=cfg.seed, cache=RecordCache(cache_dir) if cache_dir is not None else None)
     if c.test_min_positives:
         raise MuprivError(f"cohort.test_min_positives = {c.test_min_positives} applies to synthetic cohorts (it redraws a "
                           f"simulated patient's test records); real data ({path}) has the records it has: set it to 0")
@@ -168,7 +169,8 @@ def build_study(
     when the same settings were pretrained before). ``pretrained``: use this checkpoint instead (a resumed
     run's own model: its cache key may differ now, e.g. on another thread count, and a run must not mix
     two pretrained models)."""
-    cohort = build_cohort(cfg, data_path)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cohort = build_cohort(cfg, data_path, cache_dir=cache)
     if len(cohort.source) < 4:
         raise MuprivError(f"the server's source set has {len(cohort.source)} records: pretraining needs more; raise data.synthetic_records or cohort.source_fraction")
     source_train, source_test, holdout = split_source(cohort.source, cfg)
@@ -188,7 +190,6 @@ def build_study(
         load_model(Path(pretrained), cfg.model)  # another architecture is an error here, before any scheme runs
         log = list(read_checkpoint(Path(pretrained)).get("extra", {}).get("phases", []))
         return Study(cfg, clients, source_train, source_test, Path(pretrained), True, log, holdout)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ckpt = cache / "pretrained" / f"{pretrain_key(cfg, data_path)}.pt"
     cached = ckpt.is_file()
     if cached:  # what each phase did was saved with the model

@@ -9,16 +9,27 @@ Splits of an existing record set (`split_cohort`):
                   proportions of its main label (small alpha = each client sees few classes).
 `synthetic_cohort` simulates the default study: a source population recorded by clinical devices, and clients
 that are single patients wearing a different device (noise, sampling rate, and electrodes placed and in contact
-their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]."""
+their own way), older on average and with their own class mix, scaled by `shift` in [0, 1]. Each patient draws
+from streams of their own, so patients are rendered side by side on threads with bitwise the same records, and
+`cached_synthetic_cohort` keeps a built cohort on disk (simulator.data.cache), keyed by its spec, seed and code."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import functools
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy
 
+from simulator.atomic import atomic_write
 from simulator.core.labels import CLASSES
+from simulator.data.cache import RecordCache
 from simulator.data.positives import top_up
 from simulator.data.preprocess import PreprocessConfig, preprocess_records
 from simulator.data.records import ECGRecords
@@ -260,6 +271,7 @@ class SyntheticCohortSpec:
 
 PLACEMENT_DEG = 30.0      # at shift 1: SD of the per-patient rotation of the electrode frame about each axis
 CONTACT_GAIN_SD = 0.4     # at shift 1: log-normal SD of each electrode's per-patient contact gain
+MAX_WORKERS = 8           # threads that build a cohort, at most (see default_workers)
 
 
 def client_population(spec: SyntheticCohortSpec) -> Population:
@@ -275,30 +287,63 @@ def client_population(spec: SyntheticCohortSpec) -> Population:
     return replace(src, name="wearable", age_mean=src.age_mean + 12 * s, device=dev)
 
 
-def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> tuple[ECGRecords, list[tuple[str, ECGRecords]]]:
-    """The cohort's records before preprocessing (mV, each device's own rate): source set and (client id, records)."""
-    source = synthesize(spec.n_source, seed=seed, population=spec.source, n_patients=spec.source_patients,
-                        id_prefix="SRC", patient_prefix="S")
+def synthesize_cohort_raw(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0,
+                          workers: int | None = None) -> tuple[ECGRecords, list[tuple[str, ECGRecords]]]:
+    """The cohort's records before preprocessing (mV, each device's own rate): source set and (client id, records).
+    `workers` threads render patients side by side (default: default_workers()); the records do not depend on it."""
     pop = client_population(spec)
+    with ThreadPoolExecutor(_workers(workers, spec)) as pool:
+        source = pool.submit(_source_raw, spec, seed)
+        clients = list(pool.map(lambda k: (_client_id(k), _client_raw(spec, pop, seed, k)), range(spec.n_clients)))
+        return source.result(), clients
+
+
+def default_workers() -> int:
+    """Threads that build a cohort: one per usable core, at most MAX_WORKERS. Each patient has its own random
+    stream and the heavy steps (FFTs, resampling, noise arithmetic) release the GIL, so patients render side by side."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+def _workers(workers: int | None, spec: SyntheticCohortSpec) -> int:
+    """The pool size: as asked (default_workers() for None), and no more threads than tasks (patients + source)."""
+    n = default_workers() if workers is None else int(workers)
+    if n < 1:
+        raise MuprivError(f"cohort: workers must be >= 1, got {n}")
+    return max(1, min(n, spec.n_clients + 1))
+
+
+def _client_id(k: int) -> str:
+    return f"client-{k:03d}"
+
+
+def _source_raw(spec: SyntheticCohortSpec, seed: int) -> ECGRecords:
+    return synthesize(spec.n_source, seed=seed, population=spec.source, n_patients=spec.source_patients,
+                      id_prefix="SRC", patient_prefix="S")
+
+
+def _client_raw(spec: SyntheticCohortSpec, pop: Population, seed: int, k: int) -> ECGRecords:
+    """Patient k's records in mV, drawn from that patient's own streams only (client_rng(seed, k, 1), and 3 for
+    test_min_positives' redraws), so that patients can be rendered in any order or side by side."""
+    rng = client_rng(seed, k, purpose=1)
+    traits = sample_traits(1, pop, rng)
     base = pop.weight_vector()
-    clients = []
-    for k in range(spec.n_clients):
-        rng = client_rng(seed, k, purpose=1)
-        traits = sample_traits(1, pop, rng)
-        if spec.shift > 0:  # each patient's own class mix around the population's
-            conc = np.maximum(base * len(WEIGHT_NAMES) * 4 * (1.0 - 0.9 * spec.shift), 0.05)
-            w = 0.85 * rng.dirichlet(conc) + 0.15 * base  # skewed, but every class stays possible
-        else:
-            w = base
-        n = spec.records_per_client + spec.test_records
-        labels = sample_labels(np.broadcast_to(w, (n, len(WEIGHT_NAMES))), pop.combo_prob, rng)
-        recs = synthesize_records(traits, np.zeros(n, np.int64), labels, pop.device, rng,
-                                  source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(n)],
-                                  patient_ids=[f"C{k:03d}"])
-        if spec.test_min_positives:
-            recs = _with_test_positives(recs, spec, traits, w, pop, client_rng(seed, k, purpose=3))
-        clients.append((f"client-{k:03d}", recs))
-    return source, clients
+    if spec.shift > 0:  # each patient's own class mix around the population's
+        conc = np.maximum(base * len(WEIGHT_NAMES) * 4 * (1.0 - 0.9 * spec.shift), 0.05)
+        w = 0.85 * rng.dirichlet(conc) + 0.15 * base  # skewed, but every class stays possible
+    else:
+        w = base
+    n = spec.records_per_client + spec.test_records
+    labels = sample_labels(np.broadcast_to(w, (n, len(WEIGHT_NAMES))), pop.combo_prob, rng)
+    recs = synthesize_records(traits, np.zeros(n, np.int64), labels, pop.device, rng,
+                              source=pop.name, record_ids=[f"C{k:03d}R{i:04d}" for i in range(n)],
+                              patient_ids=[f"C{k:03d}"])
+    if spec.test_min_positives:
+        recs = _with_test_positives(recs, spec, traits, w, pop, client_rng(seed, k, purpose=3))
+    return recs
 
 
 def _with_test_positives(recs: ECGRecords, spec: SyntheticCohortSpec, traits: pd.DataFrame, weights: np.ndarray,
@@ -320,17 +365,112 @@ def _with_test_positives(recs: ECGRecords, spec: SyntheticCohortSpec, traits: pd
     return ECGRecords.concat([recs, extra]).subset(order)
 
 
-def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0) -> Cohort:
+def synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0, workers: int | None = None) -> Cohort:
     """Source population records + one client per simulated patient, all preprocessed with spec.preprocess,
-    each client's records split into personal train/test."""
-    source, raw = synthesize_cohort_raw(spec, seed)
-    clients = []
-    for k, (cid, recs) in enumerate(raw):
-        recs = preprocess_records(recs, spec.preprocess)
-        if spec.test_records > 0:   # labels are drawn i.i.d., so the last records are a random held-out set
-            n = spec.records_per_client
-            tr, te = recs.subset(np.arange(n)), recs.subset(np.arange(n, len(recs)))
-        else:
-            tr, te = train_test_split(recs, spec.test_fraction, client_rng(seed, k, purpose=2))
-        clients.append(Client(cid, tr, te))
-    return Cohort(source=preprocess_records(source, spec.preprocess), clients=clients)
+    each client's records split into personal train/test. Each patient is rendered and preprocessed in one go on
+    one of `workers` threads (default_workers()), so only a few patients' raw records are in memory at a time;
+    the result is bitwise the same for any number of workers."""
+    pop = client_population(spec)
+    with ThreadPoolExecutor(_workers(workers, spec)) as pool:
+        source = pool.submit(lambda: preprocess_records(_source_raw(spec, seed), spec.preprocess))
+        clients = list(pool.map(lambda k: _client(spec, pop, seed, k), range(spec.n_clients)))
+        return Cohort(source=source.result(), clients=clients)
+
+
+def _client(spec: SyntheticCohortSpec, pop: Population, seed: int, k: int) -> Client:
+    """Patient k rendered, preprocessed and split into personal train/test."""
+    recs = preprocess_records(_client_raw(spec, pop, seed, k), spec.preprocess)
+    if spec.test_records > 0:   # labels are drawn i.i.d., so the last records are a random held-out set
+        n = spec.records_per_client
+        tr, te = recs.subset(np.arange(n)), recs.subset(np.arange(n, len(recs)))
+    else:
+        tr, te = train_test_split(recs, spec.test_fraction, client_rng(seed, k, purpose=2))
+    return Client(_client_id(k), tr, te)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cohort cache: a built synthetic cohort on disk, keyed by its spec, seed and the code that built it
+# ----------------------------------------------------------------------------------------------------------
+COHORT_FORMAT = "mupriv-cohort-1"
+# The source that decides a synthetic cohort's bits, under simulator/.
+COHORT_CODE = ("data/synthetic.py", "data/cohort.py", "data/preprocess.py", "data/positives.py", "data/records.py",
+               "core/labels.py")
+
+
+@functools.cache
+def cohort_code_token() -> str:
+    """A hash of COHORT_CODE and of numpy's and scipy's versions (their random streams and resampling filters), so
+    a cached cohort is only ever read back by the code that built it: any edit of the generator, even a comment,
+    builds the cohort anew (building is the cheap side of a stale cohort)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"numpy {np.__version__} scipy {scipy.__version__}".encode())
+    for part in COHORT_CODE:
+        h.update(part.encode())
+        h.update((root / part).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cohort_cache_settings(spec: SyntheticCohortSpec, seed: int) -> dict:
+    """What a cached cohort is keyed by: the whole spec (population, device, preprocessing), the seed, the code."""
+    return {"spec": asdict(spec), "seed": int(seed), "code": cohort_code_token(), "format": COHORT_FORMAT}
+
+
+def cached_synthetic_cohort(spec: SyntheticCohortSpec = SyntheticCohortSpec(), seed: int = 0,
+                            cache: RecordCache | None = None, workers: int | None = None) -> Cohort:
+    """synthetic_cohort through `cache` (a RecordCache; None or a disabled one builds every time). A hit is bitwise
+    the cohort a build gives; an entry that cannot be read is built again and overwritten."""
+    build = functools.partial(synthetic_cohort, spec, seed, workers)
+    if cache is None:
+        return build()
+    return cache.fetch("cohort", cohort_cache_settings(spec, seed), build, load_cohort, save_cohort)
+
+
+def _parts(cohort: Cohort) -> list[ECGRecords]:
+    """source, then each client's train and test: the order a cohort file stores them in."""
+    return [cohort.source] + [r for c in cohort.clients for r in (c.train, c.test)]
+
+
+def save_cohort(cohort: Cohort, path: Path | str) -> Path:
+    """A cohort as one uncompressed .npz, written atomically: each part's signals, labels and known as arrays, and a
+    JSON header with the client ids, each part's rate, units, problems and metadata (values and dtypes)."""
+    parts = _parts(cohort)
+    header = {"format": COHORT_FORMAT, "clients": [c.id for c in cohort.clients],
+              "parts": [{"fs": float(r.fs), "units": r.units, "problems": list(r.problems), "meta": _meta_columns(r.meta)}
+                        for r in parts]}
+    arrays = {f"{name}_{i}": getattr(r, name) for i, r in enumerate(parts) for name in ("signals", "labels", "known")}
+    return atomic_write(Path(path), lambda tmp: np.savez(tmp, header=np.array(json.dumps(header)), **arrays))
+
+
+def load_cohort(path: Path | str) -> Cohort:
+    """A cohort save_cohort wrote; MuprivError when the file is not one or cannot be read whole."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            header = json.loads(str(f["header"]))
+            if header.get("format") != COHORT_FORMAT:
+                raise MuprivError(f"{path}: not a mupriv cohort file (no '{COHORT_FORMAT}' marker)")
+            parts = [ECGRecords(f[f"signals_{i}"], f[f"labels_{i}"], f[f"known_{i}"], _meta_frame(p["meta"]),
+                                fs=float(p["fs"]), units=str(p["units"]), problems=tuple(p["problems"]))
+                     for i, p in enumerate(header["parts"])]
+    except MuprivError:
+        raise
+    except Exception as e:
+        raise MuprivError(f"{path}: cannot read as a cohort file ({type(e).__name__}: {e}); delete it and re-create it") from None
+    ids = header["clients"]
+    if len(parts) != 1 + 2 * len(ids):
+        raise MuprivError(f"{path}: {len(parts)} record sets for {len(ids)} clients; delete it and re-create it")
+    return Cohort(source=parts[0], clients=[Client(cid, parts[1 + 2 * k], parts[2 + 2 * k]) for k, cid in enumerate(ids)])
+
+
+def _meta_columns(meta: pd.DataFrame) -> list[list]:
+    """[name, dtype, values] per column. JSON keeps every value exactly (a float64 as its shortest repr, NaN as NaN),
+    and the dtype puts each column back as it was (the records .npz of simulator.data.npzio keeps values, not dtypes)."""
+    return [[str(c), str(meta[c].dtype), meta[c].tolist()] for c in meta.columns]
+
+
+def _meta_frame(columns: list[list]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, dtype, values in columns})
+    for name, dtype, _ in columns:
+        if str(frame[name].dtype) != dtype:
+            raise MuprivError(f"metadata column {name} reads back as {frame[name].dtype}, not {dtype}")
+    return frame

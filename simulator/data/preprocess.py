@@ -97,11 +97,37 @@ def scale(sig: np.ndarray, how: Scale) -> np.ndarray:
     """Min-max to [0, 1] along the time axis (-2), per record (all leads) or per lead; works on (..., length, leads)."""
     if how == "none":
         return sig.astype(np.float32, copy=False)
+    lo, span = _min_span(sig, how)
+    return ((sig - lo) / span).astype(np.float32, copy=False)
+
+
+def _min_span(sig: np.ndarray, how: Scale) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum and the span (1 where flat) that scale() maps to 0 and 1, over the whole signal."""
     axes = (-2, -1) if how == "record" else (-2,)
     lo = sig.min(axis=axes, keepdims=True)
     hi = sig.max(axis=axes, keepdims=True)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    return ((sig - lo) / span).astype(np.float32, copy=False)
+    return lo, np.where(hi - lo > 0, hi - lo, 1.0)
+
+
+def scale_to_length(sig: np.ndarray, how: Scale, length: int, align: Align = "center") -> np.ndarray:
+    """Bitwise fix_length(scale(sig, how), length, align), but the scaling arithmetic runs only on the samples
+    that are kept: the minimum and span still come from the whole signal, and the map is per sample, so cropping
+    first changes no bit (the run's input keeps 1024 of 4096 samples: a quarter of the work)."""
+    if how == "none" or sig.dtype != np.float32:
+        return fix_length(scale(sig, how), length, align)
+    lo, span = _min_span(sig, how)
+    kept = sig[..., _crop_slice(sig.shape[-2], length, align), :]
+    out = np.subtract(kept, lo, dtype=np.float32)
+    out /= span
+    return fix_length(out, length, align)
+
+
+def _crop_slice(n: int, length: int, align: Align) -> slice:
+    """The samples fix_length keeps of n (all of them when it pads)."""
+    if n <= length:
+        return slice(0, n)
+    start = (n - length) // 2 if align == "center" else 0
+    return slice(start, start + length)
 
 
 def fix_length(sig: np.ndarray, length: int, align: Align = "center") -> np.ndarray:
@@ -110,8 +136,7 @@ def fix_length(sig: np.ndarray, length: int, align: Align = "center") -> np.ndar
     if n == length:
         return sig
     if n > length:
-        start = (n - length) // 2 if align == "center" else 0
-        return sig[..., start:start + length, :]
+        return sig[..., _crop_slice(n, length, align), :]
     before = (length - n) // 2 if align == "center" else 0
     pad = [(0, 0)] * sig.ndim
     pad[-2] = (before, length - n - before)
@@ -127,7 +152,7 @@ def preprocess_signal(sig: np.ndarray, fs: float, cfg: PreprocessConfig) -> np.n
 def preprocess_batch(x: np.ndarray, fs: float, cfg: PreprocessConfig) -> np.ndarray:
     """(n, n_samples, 12) at `fs` -> (n, cfg.length, 12), vectorised over records."""
     out = resample(np.asarray(x, dtype=np.float32), fs, cfg.fs, axis=1)
-    return np.ascontiguousarray(fix_length(scale(out, cfg.scale), cfg.length, cfg.align), dtype=np.float32)
+    return np.ascontiguousarray(scale_to_length(out, cfg.scale, cfg.length, cfg.align), dtype=np.float32)
 
 
 def preprocess_records(records, cfg: PreprocessConfig):

@@ -327,11 +327,16 @@ def render(p: dict[str, np.ndarray], device: DeviceProfile, rng: np.random.Gener
     # device noise. Baseline wander: 3 slow sinusoids (0.05-0.5 Hz) mixed into the leads at random.
     if device.wander_mv > 0:
         f = rng.uniform(0.05, 0.5, (n, 1, 3))
-        slow = np.sin(2 * np.pi * f * t[None, :, None] + rng.uniform(0, 2 * np.pi, (n, 1, 3))).astype(np.float32)
+        phase = 2 * np.pi * f * t[None, :, None]                      # in place from here: the same float64 steps,
+        phase += rng.uniform(0, 2 * np.pi, (n, 1, 3))                 # without two more (n, T, 3) temporaries
+        slow = np.sin(phase, out=phase).astype(np.float32)
         mix = (device.wander_mv * rng.uniform(-1.0, 1.0, (n, 3, nl))).astype(np.float32)
         x += np.matmul(slow, mix)
     if device.muscle_mv > 0:
-        x += (device.muscle_mv * rng.uniform(0.5, 1.5, (n, 1, 1))).astype(np.float32) * rng.standard_normal((n, T, nl), dtype=np.float32)
+        level = (device.muscle_mv * rng.uniform(0.5, 1.5, (n, 1, 1))).astype(np.float32)
+        noise = rng.standard_normal((n, T, nl), dtype=np.float32)      # drawn after the level, as always
+        noise *= level                                                  # in place: one (n, T, 12) array, not two
+        x += noise
     if device.powerline_mv > 0 and device.powerline_hz < fs / 2:
         w = 2 * np.pi * device.powerline_hz * t
         basis = np.stack([np.sin(w), np.cos(w)], axis=1).astype(np.float32)                    # (T, 2)
