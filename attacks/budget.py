@@ -62,6 +62,10 @@ class Budget:
     mi_max_targets: int | None = 4  # client updates / aggregates that get LiRA (smallest batches first); None: all
     mi_max_rounds: int | None = 2  # rounds whose client updates and global models are membership targets (first, last,
     # evenly between); the final global model and the device models always are. None: every round
+    mi_max_clients: int | None = 16  # membership covers the first this many clients (partition order): their client
+    # updates, their device models, and their records as the members of a global model; each target's settings say
+    # how many of how many. 16: every patient of the quickstart and the fair study, while 64-256 stay affordable.
+    # None: every client
     mi_lira_steps: int | None = 50  # LiRA only for models whose shadow costs at most this many local steps to train
     # (quickstart: a client's update 3, mu-ft's device model 36, the final global model 144). None: every target
 
@@ -91,13 +95,14 @@ PRESETS: dict[str, Budget] = {
                        ig_stages_hz=(2.5, 5.0, 10.0, 20.0), ig_basis="fourier", ig_seconds=7.0, multistep_iters=8000,
                        multistep_seconds=7.0, max_unroll_steps=16, precision="float64", prior_samples=96,
                        attribute_shadow_clients=512, mi_shadows=8, mi_max_targets=8, mi_max_rounds=4, max_rounds=None,
-                       mi_lira_steps=None),
+                       mi_lira_steps=None, mi_max_clients=64),
     "thorough": Budget(name="thorough", max_targets=None, max_records=None, unroll=True, dlg_tol=0.05, dlg_iters=500,
                        dlg_inner=20, dlg_window=5, dlg_restarts=2, dlg_seconds=300.0, ig_tol=0.05, ig_iters=20000,
                        ig_restarts=3, ig_window=200, ig_stages_hz=(2.5, 5.0, 10.0, 20.0), ig_basis="fourier",
                        ig_seconds=300.0, multistep_iters=20000, multistep_restarts=2, multistep_seconds=300.0,
                        max_unroll_steps=64, precision="float64", prior_samples=256, attribute_shadow_clients=1024,
-                       mi_shadows=16, mi_max_targets=None, mi_max_rounds=None, max_rounds=None, mi_lira_steps=None),
+                       mi_shadows=16, mi_max_targets=None, mi_max_rounds=None, max_rounds=None, mi_lira_steps=None,
+                       mi_max_clients=None),
 }
 
 

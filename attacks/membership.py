@@ -41,7 +41,7 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -315,11 +315,9 @@ def device_recipe(plan: _Plan, final: Params) -> ShadowRecipe:
 
 def device_targets(plan: _Plan) -> list[MembershipTarget]:
     """One device-lost target per client that left a final model."""
+    finals = [(c, f) for c in plan.info.clients if (f := load_device_model(plan.run_dir, c)) is not None]
     out = []
-    for client in plan.info.clients:
-        final = load_device_model(plan.run_dir, client)
-        if final is None:
-            continue
+    for client, final in finals:
         recipe = device_recipe(plan, final)
         out.append(MembershipTarget(plan.info.scheme, "device-lost", DEVICE_LOST.name, None, (client,), plan.info.model,
                                     recipe.training.pos_weight, {**plan.pretrained, **final}, plan.pretrained, recipe,
@@ -357,6 +355,25 @@ def shadow_caveats(info: RunInfo, target: MembershipTarget) -> list[str]:
         out.append("the client's personal parts are unknown: the update is applied to the last full model sent")
     if target.recipe is not None and target.recipe.clients > 1:
         out.append("shadow clients are drawn from one public pool (the real clients' data differ from each other)")
+    return out
+
+
+def limit_clients(targets: list[MembershipTarget], clients: Sequence[str], max_clients: int | None
+                  ) -> list[MembershipTarget]:
+    """Membership of the first `max_clients` clients only: their own targets (a client update, a device model,
+    a distilled set), and, for a model trained by many (a global model, a SecAgg aggregate), their records as the
+    members. Every target's settings say how many clients were attacked."""
+    kept = list(clients if max_clients is None else clients[:max_clients])
+    note = f"{len(kept)} of {len(clients)}" + ("" if len(kept) == len(clients) else
+                                               f" (the attack budget's mi_max_clients = {max_clients})")
+    out = []
+    for t in targets:
+        members = tuple(c for c in t.clients if c in kept)
+        if not members:
+            continue
+        t.clients = members
+        t.settings["clients_attacked"] = note
+        out.append(t)
     return out
 
 
@@ -411,14 +428,16 @@ def spread_rounds(rounds: Iterable[int | None], k: int | None) -> set[int | None
 def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observation], prior: PopulationPrior,
                        seed: int = 0, n_shadows: int = DEFAULT_SHADOWS, max_targets: int | None = DEFAULT_MAX_TARGETS,
                        device_records: int | None = None, kinds: tuple[str, ...] = KINDS,
-                       max_rounds: int | None = None, lira_steps: int | None = None) -> list[MembershipTarget]:
+                       max_rounds: int | None = None, lira_steps: int | None = None,
+                       max_clients: int | None = None) -> list[MembershipTarget]:
     """The attack stage: every model the run exposes, with the attacker's shadows for LiRA.
 
     Reads scheme.json (via `info`), the ledger, RUN_DIR/models/ (the device-lost artefact) and public records
     (via `prior`); never a client's records. `device_records`: how many records the attacker assumes a device
     trained on when the wire does not say (on-device schemes); default: 2 x batch size. `max_rounds`: the client
     updates and intermediate global models of at most this many rounds (the first, the last and evenly between;
-    None: every round); the final global model and the device models are always targets."""
+    None: every round); the final global model and the device models are always targets. `max_clients`: only the
+    first this many clients (partition order) are attacked (`limit_clients`; None: every client)."""
     plan = _plan(Path(run_dir), info, observations, seed, device_records)
     targets: list[MembershipTarget] = []
     if "client-update" in kinds or "aggregate" in kinds:
@@ -433,6 +452,7 @@ def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observat
         targets += device_targets(plan)
     if DISTILLED_SET in kinds:
         targets += distilled_set_targets(plan)
+    targets = limit_clients(targets, info.clients, max_clients)
     attach_shadows(targets, prior, n_shadows, max_targets, seed, lira_steps)
     for t in targets:
         t.settings["shadow_caveats"] = shadow_caveats(info, t)

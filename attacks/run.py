@@ -132,7 +132,7 @@ def membership_targets(run_dir: Path, info: RunInfo, observations: list[Observat
     with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         return prepare_membership(Path(run_dir), info, observations, prior, seed=seed, n_shadows=b.mi_shadows,
                                   max_targets=b.mi_max_targets, max_rounds=b.mi_max_rounds,
-                                  lira_steps=b.mi_lira_steps)
+                                  lira_steps=b.mi_lira_steps, max_clients=b.mi_max_clients)
 
 
 def _membership_frames(targets: list[MembershipTarget], run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

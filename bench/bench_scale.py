@@ -115,6 +115,32 @@ def run(engine: str, num_clients: int, num_rounds: int, batch: bool) -> float:
     return statistics.median(rounds[1:] or rounds) if engine == "ray" else statistics.median(rounds)
 
 
+def step_seconds(batch: int, length: int, steps: int = 12) -> float:
+    """Median seconds of one training step of the whole TDSSM on a (batch, length, 12) batch."""
+    model = TDSSM().train()
+    opt = torch.optim.AdamW(model.parameters())
+    x, y = torch.randn(batch, length, 12), (torch.rand(batch, 6) < 0.2).float()
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[2:])
+
+
+def where_the_time_goes() -> None:
+    """A step at the quickstart's size against the same step on a (1, 8) batch, which is almost nothing but the
+    fixed cost of dispatching its ops: batching clients can save at most that share."""
+    full, tiny = step_seconds(BATCH, LENGTH), step_seconds(1, 8)
+    wide = step_seconds(BATCH * 8, LENGTH, steps=4)
+    print(f"one step at ({BATCH}, {LENGTH}): {full * 1e3:.1f} ms; at (1, 8), the fixed per-step cost: {tiny * 1e3:.1f} ms "
+          f"({tiny / full:.0%} of the step); at ({BATCH * 8}, {LENGTH}), 8 clients' batches as one: {wide * 1e3:.1f} ms "
+          f"= {wide / 8 / full:.2f}x a client's step")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="8,32,128", help="comma-separated client counts")
@@ -124,6 +150,7 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}; TDSSM {sum(p.numel() for p in TDSSM().parameters())} parameters, "
           f"{RECORDS} records x {LENGTH} samples per client, batch {BATCH}, 1 epoch per round, {args.rounds} rounds")
     run("inline", 2, 1, batch=True)  # warm-up: imports, first torch calls
+    where_the_time_goes()
     ways = [("sequential", "inline", False), ("batched", "inline", True)]
     if ray_available():
         ways.append(("ray", "ray", False))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import attacks.membership as mi
+from attacks.budget import get_budget
 from attacks.observe import LocalTraining, observe_run
 from attacks.priors import population_prior
 from attacks.shadow_models import ShadowRecipe, load_model, local_train, train_shadows
@@ -140,6 +141,18 @@ def _prepare(path: Path, **kw):
     info, observations = observe_run(path)
     prior = population_prior(path, info.data, info.model.n_leads, 16)
     return info, observations, mi.prepare_membership(path, info, observations, prior, seed=0, **kw)
+
+
+def test_the_budget_caps_the_clients_attacked_and_says_so(run_dir):
+    _, _, every = _prepare(run_dir, n_shadows=0)
+    _, _, first = _prepare(run_dir, n_shadows=0, max_clients=1)
+    assert {t.clients for t in every} == {("client-000",), ("client-001",), ("client-000", "client-001")}
+    assert {t.clients for t in first} == {("client-000",)}
+    assert [t.kind for t in first].count("client-update") == 2 and [t.kind for t in first].count("device-lost") == 1
+    assert {t.kind for t in first} == {t.kind for t in every}  # the global model stays a target, client-000 its member
+    assert {t.settings["clients_attacked"] for t in every} == {"2 of 2"}
+    assert {t.settings["clients_attacked"] for t in first} == {"1 of 2 (the attack budget's mi_max_clients = 1)"}
+    assert get_budget("quick").mi_max_clients == 16 and get_budget("thorough").mi_max_clients is None
 
 
 def test_targets_of_a_fedavg_run(run_dir):
