@@ -115,28 +115,42 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _to_json(value: Any) -> Any:
+def _to_json(value: Any, blobs: dict[str, np.ndarray] | None = None, prefix: str = "") -> Any:
+    """A record value as JSON. Bytes (SecAgg+ carries each masked vector as bytes in a config record, about
+    1.5 MB per message as hex) go to `blobs` as uint8 arrays, saved next to the payloads, and the JSON names
+    them; without `blobs` only their length is kept (the run-level ledger.csv, a table without payloads)."""
     if isinstance(value, bytes):
-        return {"__bytes__": value.hex()}
+        if blobs is None:
+            return {"__bytes_len__": len(value)}
+        key = f"{prefix}_b{len(blobs)}"
+        blobs[key] = np.frombuffer(value, dtype=np.uint8)
+        return {"__blob__": key, "len": len(value)}
     if isinstance(value, list):
-        return [_to_json(v) for v in value]
+        return [_to_json(v, blobs, prefix) for v in value]
     if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
+        return {k: _to_json(v, blobs, prefix) for k, v in value.items()}
     if isinstance(value, float) and not np.isfinite(value):
         return {"__float__": repr(value)}
     return value
 
 
-def _from_json(value: Any) -> Any:
+def _from_json(value: Any, blobs: Mapping[str, np.ndarray] | None = None) -> Any:
     if isinstance(value, dict):
-        if set(value) == {"__bytes__"}:
+        if set(value) == {"__bytes__"}:  # ledgers written before bytes moved to payloads.npz
             return bytes.fromhex(value["__bytes__"])
+        if set(value) == {"__blob__", "len"} and blobs is not None:
+            return blobs[value["__blob__"]].tobytes()
         if set(value) == {"__float__"}:
             return float(value["__float__"])
-        return {k: _from_json(v) for k, v in value.items()}
+        return {k: _from_json(v, blobs) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_json(v) for v in value]
+        return [_from_json(v, blobs) for v in value]
     return value
+
+
+def summary_json(value: Any) -> str:
+    """A record column's value for a table without payloads: JSON with each bytes value replaced by its length."""
+    return json.dumps(_to_json(value), sort_keys=True)
 
 
 def round_of(message: Message) -> int | None:
@@ -375,14 +389,16 @@ class WireLedger:
         directory.mkdir(parents=True, exist_ok=True)
         entries = self.entries
         frame = self.to_frame()
+        blobs: dict[str, np.ndarray] = {}
         for c in _JSON_COLUMNS:
-            frame[c] = [json.dumps(_to_json(v), sort_keys=True) for v in frame[c]]
+            frame[c] = [json.dumps(_to_json(v, blobs, f"r{row}"), sort_keys=True) for row, v in zip(frame["row"], frame[c])]
         arrays = {
             f"r{e.row}_t{j}": e.payload[name]
             for e in entries
             for j, name in enumerate(e.tensor_names)
             if name in e.payload
         }
+        arrays.update(blobs)
         _atomic_write(directory / NPZ_NAME, lambda p: np.savez(p, **arrays))
         _atomic_write(directory / CSV_NAME, lambda p: frame.to_csv(p, index=False))
         return directory
@@ -409,7 +425,7 @@ class WireLedger:
                         continue
                     v = rec[f.name]
                     if f.name in _JSON_COLUMNS:
-                        v = _from_json(json.loads(v))
+                        v = _from_json(json.loads(v), npz)
                     elif f.name in ("round", "partition_id", "error_code"):
                         v = None if pd.isna(v) else int(v)
                     elif f.name == "error_reason":

@@ -12,7 +12,7 @@ import pandas as pd
 
 from simulator import layout
 from simulator.atomic import atomic_write
-from simulator.ledger import WireLedger
+from simulator.ledger import WireLedger, summary_json
 
 Cells = list[tuple[int, str, Path]]  # (seed, scheme, cell folder)
 
@@ -29,6 +29,7 @@ def merge_cells(work: Path, cells: Cells) -> tuple[pd.DataFrame, pd.DataFrame | 
     ledgers = []
     for seed, _, c in cells:
         frame = WireLedger.load(c / "ledger").to_frame()
+        frame["records"] = [summary_json(r) for r in frame["records"]]  # bytes as their length: no payloads here
         frame.insert(0, "seed", seed)
         ledgers.append(frame)
     pd.concat(ledgers, ignore_index=True).to_csv(work / "ledger.csv", index=False)

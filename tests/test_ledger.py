@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -19,7 +20,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from simulator.engine import run_federation  # noqa: E402
 from simulator.engine.toy import ToySpec, local_train, make_toy_client_app, make_toy_server_app, toy_model  # noqa: E402
 from simulator.errors import MuprivError  # noqa: E402
-from simulator.ledger import WireLedger  # noqa: E402
+from simulator.ledger import WireLedger, summary_json  # noqa: E402
 
 SPEC = ToySpec()
 N = 3
@@ -189,6 +190,24 @@ def test_records_with_bytes_errors_and_non_finite_values_survive_save_load(tmp_p
     assert back.payload(0)["w/a"].dtype == np.int64
     errs = back.errors()
     assert list(errs["row"]) == [2]
+
+
+def test_bytes_in_records_are_stored_as_payloads_not_as_hex(tmp_path):
+    """SecAgg+ sends each masked vector as bytes in a config record: as hex in the CSV that made a 64-patient
+    run's ledgers 405 MB; they now sit in payloads.npz, and the run-level table keeps only their length."""
+    ledger = WireLedger("secagg-fedavg")
+    ledger.record(_synthetic_down(), direction="down", node_id=42, exchange=0, partition_id=5)
+    out = ledger.save(tmp_path / "new")
+    text = (out / "ledger.csv").read_text()
+    assert "__bytes__" not in text and "ff" not in text.split("keys", 1)[1].split("]", 1)[0]
+    assert WireLedger.load(out)[0].records["cfg"]["keys"] == [b"\x00\x01", b"\xff"]
+    assert json.loads(summary_json(ledger[0].records))["cfg"]["keys"] == [{"__bytes_len__": 2}, {"__bytes_len__": 1}]
+
+    # a ledger written before (bytes as hex in the CSV) still loads
+    frame = pd.read_csv(out / "ledger.csv", dtype=str, keep_default_na=False)
+    frame["records"] = [json.dumps({"cfg": {"__kind__": "config", "keys": [{"__bytes__": "0001"}]}})]
+    frame.to_csv(out / "ledger.csv", index=False)
+    assert WireLedger.load(out)[0].records["cfg"]["keys"] == [b"\x00\x01"]
 
 
 def test_loading_a_missing_ledger_is_one_clear_error(tmp_path):
