@@ -20,6 +20,7 @@ from simulator.core.tensors import ECGTensors
 from simulator.errors import MuprivError
 from simulator.runner import run_scheme
 from simulator.study import build_study
+from tests.helpers import tiny_study
 
 CFG = ModelConfig(d_model=16, d_state=8, ncp_units=12, dropout=0.1)
 BYTES = ["payload_bytes", "bytes", "content_bytes", "object_bytes"]
@@ -125,15 +126,8 @@ def test_jobs_that_cannot_train_together_say_why():
 
 
 # ------------------------------------------------------------------------------------------- schemes on the engine
-TINY = {
-    "model": {"d_model": 16, "d_state": 8},
-    "data": {"synthetic_records": 64, "fs": 50.0, "length": 256},
-    "train": {"full_epochs": 1, "mu_epochs": 1},
-    "finetune": {"epochs": 2, "batch_size": 8},
-    "cohort": {"clients": 3, "records_per_client": 12, "test_records": 12},
-    "federation": {"budget": "as-configured", "rounds": 2},
-    "schemes": {"dp-fedavg": {"noise": "seeded"}},  # secret noise differs run to run, batched or not
-}
+TINY = tiny_study(finetune={"epochs": 2},
+                  schemes={"dp-fedavg": {"noise": "seeded"}})  # secret noise differs run to run, batched or not
 
 
 @pytest.fixture(scope="module")

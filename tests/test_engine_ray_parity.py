@@ -44,6 +44,7 @@ from simulator.engine.ray_engine import RAY_INSTALL_HINT, ray_available  # noqa:
 from simulator.ledger import SERVER  # noqa: E402
 from simulator.runner import run_scheme  # noqa: E402
 from simulator.study import build_study  # noqa: E402
+from tests.helpers import tiny_study  # noqa: E402
 
 
 def needs_ray(test):
@@ -51,16 +52,7 @@ def needs_ray(test):
     return pytest.mark.ray(pytest.mark.skipif(not ray_available(), reason=f"Ray not installed: {RAY_INSTALL_HINT}")(test))
 
 
-TINY = {
-    "model": {"d_model": 16, "d_state": 8},
-    "data": {"synthetic_records": 64, "fs": 50.0, "length": 256},
-    "train": {"full_epochs": 1, "mu_epochs": 1},
-    "finetune": {"epochs": 1, "batch_size": 8},
-    # 3 clients: SecAgg+'s default num_shares is 3
-    "cohort": {"clients": 3, "records_per_client": 12, "test_records": 12},
-    "federation": {"budget": "as-configured", "rounds": 2},
-    "schemes": {"dp-fedavg": {"noise": "seeded"}, "distill-share": {"iterations": 5}},
-}
+TINY = tiny_study(schemes={"dp-fedavg": {"noise": "seeded"}, "distill-share": {"iterations": 5}})
 CLIENT_LEVEL = "dp-fedavg/client-level"
 NUMPY_SEED = 1234
 # the client table's columns that must be equal: accuracy (and forgetting) and the counts

@@ -16,18 +16,12 @@ from simulator.errors import MuprivError
 from simulator.ledger import DOWN, SERVER, UP
 from simulator.runner import run_scheme, to_long
 from simulator.study import build_study
+from tests.helpers import tiny_study
 
 ALL = ["mu-ft", "local-ft", "central", "distill-share", "fedavg", "fedprox", "dp-fedavg", "secagg-fedavg", "fedrep", "fedper",
        "fed-mu"]
 
-TINY = {
-    "model": {"d_model": 16, "d_state": 8},
-    "data": {"synthetic_records": 64, "fs": 50.0, "length": 256},
-    "train": {"full_epochs": 1, "mu_epochs": 1},
-    "finetune": {"epochs": 1, "batch_size": 8},
-    "cohort": {"clients": 3, "records_per_client": 12, "test_records": 12},
-    "federation": {"budget": "as-configured", "rounds": 2},
-}
+TINY = tiny_study()
 
 
 @pytest.fixture(scope="module")
