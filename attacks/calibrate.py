@@ -45,6 +45,7 @@ LEAKAGE_COLUMNS = ["scheme", "quantity", "attack", "threat_model", "estimate", "
 LEVEL = 0.95
 MIN_UNITS = 3  # fewer units than this give no interval worth the name
 N_BOOT = 2000
+BOOT_CELLS = 1 << 21  # membership draws are weighed in blocks of at most this many (draw, unit) cells
 LEAKS, NO_EVIDENCE, NOT_APPLICABLE = "leaks", "no evidence", "not applicable"
 
 
@@ -115,6 +116,57 @@ def _t_interval(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sign:
     return float(np.mean(x) - half), float(np.mean(x) + half)
 
 
+def _unit_weights(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: list | None, n_boot: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, units): how often each unit (clusters concatenated) appears in each two- or three-level
+    bootstrap draw. Clusters are drawn with replacement (within seeds drawn with replacement when ``groups``
+    nests them), then each drawn cluster's members and non-members with replacement within their class. A
+    cluster drawn c times contributes c independent resamples of its n units of a class, which together are
+    one multinomial of c * n draws: so each draw needs no Python loop of its own."""
+    if groups is None:
+        counts = rng.multinomial(len(clusters), np.full(len(clusters), 1.0 / len(clusters)), size=n_boot)
+    else:
+        keys = list(dict.fromkeys(groups))
+        drawn = rng.multinomial(len(keys), np.full(len(keys), 1.0 / len(keys)), size=n_boot)  # (n_boot, seeds)
+        counts = np.zeros((n_boot, len(clusters)), np.int64)
+        for g, key in enumerate(keys):
+            members = [j for j, k in enumerate(groups) if k == key]
+            counts[:, members] = rng.multinomial(drawn[:, g] * len(members), np.full(len(members), 1.0 / len(members)))
+    sizes = [len(c[0]) for c in clusters]
+    weights = np.zeros((n_boot, sum(sizes)), np.int64)
+    start = 0
+    for j, (_v, _n, lab) in enumerate(clusters):
+        for k in (0, 1):
+            idx = start + np.flatnonzero(lab == k)
+            if len(idx):
+                weights[:, idx] = rng.multinomial(counts[:, j] * len(idx), np.full(len(idx), 1.0 / len(idx)))
+        start += sizes[j]
+    return weights
+
+
+def _weighted_stat(q: Quantity, value: np.ndarray, label: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n_boot,) the membership statistic minus chance on each draw, where unit i counts weights[b, i] times:
+    for integer weights exactly metrics.auc / metrics.tpr_at_fpr of the units repeated that often."""
+    order = np.argsort(-value, kind="stable")  # highest score first; ties become one group
+    v, lab, w = value[order], label[order], weights[:, order].astype(np.float64)
+    starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
+    pos = np.add.reduceat(w * (lab == 1), starts, axis=1)  # (n_boot, groups), highest group first
+    neg = np.add.reduceat(w * (lab == 0), starts, axis=1)
+    n1, n0 = pos.sum(1), neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if q.statistic == "auc":
+            neg_below = n0[:, None] - np.cumsum(neg, axis=1)  # non-members strictly below each group
+            out = (pos * (neg_below + 0.5 * neg)).sum(1) / (n1 * n0)
+        else:
+            # The threshold is the (allowed + 1)-th highest non-member; members strictly above it are caught.
+            allowed = np.floor(q.fpr * n0 + 1e-9)
+            at = np.argmax(np.cumsum(neg, axis=1) > allowed[:, None], axis=1)
+            pos_above = np.cumsum(pos, axis=1) - pos
+            out = np.where(allowed >= n0, 1.0, pos_above[np.arange(len(at)), at] / n1)
+        out = np.where((n1 > 0) & (n0 > 0), out, np.nan)
+    return out - (q.chance or 0.0)
+
+
 def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q: Quantity, level: float,
                    n_boot: int = N_BOOT, seed: int = 0, groups: list | None = None) -> tuple[float, float, float]:
     """(gain, low, high): the gain on all units and its percentile interval from a two-level bootstrap
@@ -145,23 +197,13 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
         # than a gain can be (a score in [a, b] against a null in [a, b] gains at most b - a either way).
         width = (q.span[1] - q.span[0]) if q.span else math.inf
         return gain, float(max(min(low, t_low), -width)), float(min(max(high, t_high), width))
-    else:
-        by_group = [[j for j, g in enumerate(groups) if g == key] for key in dict.fromkeys(groups)] if nested \
-            else [list(range(len(clusters)))]
-        boots = np.empty(n_boot)
-        for b in range(n_boot):
-            vs, ns, ls = [], [], []
-            drawn = [by_group[i] for i in rng.integers(0, len(by_group), size=len(by_group))] if nested else by_group
-            picks = np.concatenate([rng.choice(members, size=len(members)) for members in drawn])
-            for j in picks:
-                v, n, lab = clusters[j]
-                idx = np.concatenate([rng.choice(np.flatnonzero(lab == k), size=int((lab == k).sum()))
-                                      for k in (0, 1) if (lab == k).any()])
-                vs.append(v[idx]), ns.append(n[idx]), ls.append(lab[idx])
-            boots[b] = stat(np.concatenate(vs), np.concatenate(ns), np.concatenate(ls))
-        boots = boots[np.isfinite(boots)]
-        if len(boots) == 0:
-            return gain, math.nan, math.nan
+    step = max(1, BOOT_CELLS // len(value))  # draws per block: (draws x units) weights stay a few MB
+    boots = np.concatenate([_weighted_stat(q, value, label, _unit_weights(clusters, groups if nested else None,
+                                                                          min(step, n_boot - b), rng))
+                            for b in range(0, n_boot, step)])
+    boots = boots[np.isfinite(boots)]
+    if len(boots) == 0:
+        return gain, math.nan, math.nan
     low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
     return gain, float(low), float(high)
 

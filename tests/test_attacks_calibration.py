@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.calibrate import (LEAKS, MIN_UNITS, QUANTITIES, UNIT_COLUMNS, auc, bootstrap_gain, calibrate, strongest,
-                               tpr_at_fpr)
+from attacks.calibrate import (LEAKS, MIN_UNITS, QUANTITIES, UNIT_COLUMNS, _unit_weights, _weighted_stat, auc,
+                               bootstrap_gain, calibrate, strongest, tpr_at_fpr)
 from attacks.metrics import pearson_per_lead
 from attacks.nulls import WAVEFORM_NULLS, null_records, presence_baselines, spectral_noise
 from attacks.observe import DataSpec, LocalTraining, Observation
@@ -170,6 +170,80 @@ def test_auc_and_tpr_match_brute_force():
     assert tpr_at_fpr(s, y, 0.1) == pytest.approx(np.mean(s[y == 1] > neg[k]))
     assert np.mean(s[y == 0] > neg[k]) <= 0.1
     assert math.isnan(auc(s, np.ones(60)))
+
+
+@pytest.mark.parametrize("key", ["membership_auc", "membership_tpr1"])
+def test_weighted_membership_statistics_equal_the_repeated_units(key):
+    """The bootstrap weighs units by how often a draw took them; for integer weights that must be exactly
+    metrics.auc / metrics.tpr_at_fpr of the units repeated that often (ties, zero weights, one class absent)."""
+    rng = np.random.default_rng(7)
+    q = QUANTITIES[key]
+    s = np.round(rng.normal(size=150), 1)  # ties on purpose
+    y = (rng.random(150) < 0.4).astype(float)
+    w = rng.poisson(1.0, size=(40, 150))
+    w[0, y == 1] = 0  # a draw without members
+    w[1] = 1  # the plain sample
+    got = _weighted_stat(q, s, y, w)
+    metric = auc if q.statistic == "auc" else (lambda v, lab: tpr_at_fpr(v, lab, q.fpr))
+    want = [metric(np.repeat(s, row), np.repeat(y, row)) - q.chance for row in w]
+    assert math.isnan(got[0]) and math.isnan(want[0])
+    np.testing.assert_allclose(got[1:], want[1:], rtol=0, atol=1e-12)
+
+
+def test_unit_weights_keep_each_clusters_classes_and_sizes():
+    """Every draw resamples a drawn cluster's members and non-members separately: per draw, the weights of a
+    cluster's members add up to (times drawn) x (its member count), and the draws total the clusters drawn."""
+    rng = np.random.default_rng(8)
+    clusters = [(rng.normal(size=n), np.zeros(n), (np.arange(n) < m).astype(float)) for n, m in ((10, 4), (6, 3), (8, 1))]
+    for groups in (None, ["s0", "s0", "s1"]):
+        w = _unit_weights(clusters, groups, 500, np.random.default_rng(0))
+        label = np.concatenate([c[2] for c in clusters])
+        start, drawn = 0, np.zeros(500)
+        for v, _n, lab in clusters:
+            block, lab_block = w[:, start:start + len(v)], lab
+            times = block[:, lab_block == 1].sum(1) / (lab_block == 1).sum()
+            assert np.all(times == block[:, lab_block == 0].sum(1) / (lab_block == 0).sum())
+            assert np.all(times == np.round(times))
+            drawn += times
+            start += len(v)
+        assert w.shape == (500, len(label)) and w.min() >= 0
+        if groups is None:
+            assert np.all(drawn == 3)  # three clusters drawn per draw
+        else:  # two seeds drawn, each then draws as many clusters as it has (2 or 1)
+            assert set(np.unique(drawn)) <= {2, 3, 4}
+
+
+def _loop_bootstrap(clusters, q, level, n_boot, seed):
+    """A reference two-level membership bootstrap, one Python loop per draw and cluster (independent of the
+    weights the module uses)."""
+    rng = np.random.default_rng(seed)
+    metric = auc if q.statistic == "auc" else (lambda v, lab: tpr_at_fpr(v, lab, q.fpr))
+    boots = []
+    for _ in range(n_boot):
+        vs, ls = [], []
+        for j in rng.integers(0, len(clusters), size=len(clusters)):
+            v, _n, lab = clusters[j]
+            for k in (0, 1):
+                idx = rng.choice(np.flatnonzero(lab == k), size=int((lab == k).sum()))
+                vs.append(v[idx]), ls.append(lab[idx])
+        boots.append(metric(np.concatenate(vs), np.concatenate(ls)) - q.chance)
+    return np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+
+
+@pytest.mark.parametrize("key", ["membership_auc", "membership_tpr1"])
+def test_membership_bootstrap_matches_a_loop_reference(key):
+    """Eight clients whose members score from weakly to clearly above their non-members: the vectorised
+    interval agrees with a draw-by-draw loop bootstrap to Monte Carlo error."""
+    rng = np.random.default_rng(9)
+    q = QUANTITIES[key]
+    clusters = []
+    for k in range(8):
+        lab = (np.arange(60) < 25).astype(float)
+        clusters.append((rng.normal(0.25 * k * lab, 1.0), np.full(60, np.nan), lab))
+    _, lo, hi = bootstrap_gain(clusters, q, 0.95, n_boot=3000, seed=1)
+    ref_lo, ref_hi = _loop_bootstrap(clusters, q, 0.95, n_boot=3000, seed=2)
+    tol = 0.02 if q.statistic == "auc" else 0.05
+    assert lo == pytest.approx(ref_lo, abs=tol) and hi == pytest.approx(ref_hi, abs=tol)
 
 
 def test_bootstrap_of_one_cluster_matches_the_normal_interval():
