@@ -102,8 +102,9 @@ class PriorStats:
 
 
 def prior_stats(input_shape: tuple[int, ...], value_range: tuple[float, float] | None, prior_mean: np.ndarray | None,
-                prior_samples: np.ndarray | None, dtype: torch.dtype) -> PriorStats:
-    """The prior's statistics; without public records: the middle of the value range and a quarter of its span."""
+                prior_samples: np.ndarray | None, dtype: torch.dtype, device: torch.device | None = None) -> PriorStats:
+    """The prior's statistics (computed on the CPU, then moved to `device`); without public records: the middle of
+    the value range and a quarter of its span."""
     lo, hi = value_range if value_range else (None, None)
     if prior_mean is not None:
         mean = torch.as_tensor(np.asarray(prior_mean), dtype=dtype).reshape(input_shape)
@@ -113,14 +114,14 @@ def prior_stats(input_shape: tuple[int, ...], value_range: tuple[float, float] |
         mean = torch.full(input_shape, 0.0 if lo is None else (lo + hi) / 2, dtype=dtype)
     if prior_samples is None or len(prior_samples) < 2:
         sd = 1.0 if lo is None else (hi - lo) / 4
-        return PriorStats(mean, sd, None)
+        return PriorStats(mean.to(device), sd, None)
     dev = torch.as_tensor(np.asarray(prior_samples), dtype=dtype) - mean
     sd = float(dev.pow(2).mean().sqrt().clamp_min(1e-12))
     amplitude = None
     if dev.dim() == 3:
         power = torch.fft.rfft(dev, dim=1).abs().pow(2).mean(0) / 2  # E|c|^2 = 2 a^2 for c = a (u + i v)
         amplitude = power.sqrt().clamp_min(1e-6 * float(power.max().sqrt()))
-    return PriorStats(mean, sd, amplitude)
+    return PriorStats(mean.to(device), sd, None if amplitude is None else amplitude.to(device))
 
 
 def band_size(length: int, bandlimit_hz: float | None, fs: float) -> int:
@@ -182,11 +183,12 @@ def choose_basis(cfg: InversionConfig, input_shape: tuple[int, ...]) -> str:
 
 
 def _init(cfg: InversionConfig, shape: tuple[int, ...], restart: int, gen: torch.Generator,
-          dtype: torch.dtype) -> torch.Tensor:
-    """Gaussian around the prior mean (z = 0), in prior sds; restart 0 at the mean itself with init "prior"."""
+          dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    """Gaussian around the prior mean (z = 0), in prior sds; restart 0 at the mean itself with init "prior".
+    Drawn from the CPU generator `gen` and then moved, so a restart starts at the same point on every device."""
     if cfg.init == "prior" and restart == 0:
-        return torch.zeros(shape, dtype=dtype)
-    return (cfg.init_scale * torch.randn(shape, generator=gen)).to(dtype)
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return (cfg.init_scale * torch.randn(shape, generator=gen)).to(dtype=dtype, device=device)
 
 
 # ------------------------------------------------------------------------------------------ objective
@@ -320,20 +322,20 @@ def invert(problem: MatchProblem, cfg: InversionConfig, known_labels: np.ndarray
     start = time.perf_counter()
     if cfg.labels == "known" and known_labels is None:
         raise ValueError("labels='known' needs known_labels")
-    dtype = problem.dtype()
-    stats = prior_stats(problem.input_shape, cfg.value_range, prior_mean, prior_samples, dtype)
+    dtype, device = problem.dtype(), problem.device()
+    stats = prior_stats(problem.input_shape, cfg.value_range, prior_mean, prior_samples, dtype, device)
     basis = choose_basis(cfg, problem.input_shape)
     keep = band_size(problem.input_shape[0], cfg.bandlimit_hz, cfg.fs)
     obj = Objective(problem, cfg.method, cfg.per_tensor, cfg.unroll, cfg.max_unroll_steps)
-    fixed = None if cfg.labels == "joint" else torch.as_tensor(np.asarray(known_labels), dtype=dtype)
+    fixed = None if cfg.labels == "joint" else torch.as_tensor(np.asarray(known_labels), dtype=dtype, device=device)
     best: Reconstruction | None = None
     residuals: list[float] = []
     stops: list[str] = []
     for restart in range(cfg.restarts):
         gen = torch.Generator().manual_seed(cfg.seed * 1009 + restart)
         shape = Signal.shape(basis, cfg.n_records, problem.input_shape, keep)
-        sig = Signal(_init(cfg, shape, restart, gen, dtype), basis, stats, keep)
-        lab = torch.zeros(cfg.n_records, problem.n_classes, dtype=dtype, requires_grad=True)
+        sig = Signal(_init(cfg, shape, restart, gen, dtype, device), basis, stats, keep)
+        lab = torch.zeros(cfg.n_records, problem.n_classes, dtype=dtype, device=device, requires_grad=True)
         stopper = Stopper(cfg.tol, cfg.window, cfg.iters, _restart_deadline(cfg, start, restart))
         run = (_lbfgs if cfg.method == "dlg" else _adam)(obj, cfg, sig, lab, fixed, stats, stopper)
         with torch.no_grad():
@@ -346,8 +348,8 @@ def invert(problem: MatchProblem, cfg: InversionConfig, known_labels: np.ndarray
         residuals.append(res)
         stops.append(run.stop_reason)
         if best is None or res < best.residual:
-            labels = (y > 0.5).to(torch.int64).numpy()
-            best = Reconstruction(x.numpy().copy(), labels, res, [], run.history, obj.steps,
+            labels = (y > 0.5).to(torch.int64).cpu().numpy()
+            best = Reconstruction(x.cpu().numpy().copy(), labels, res, [], run.history, obj.steps,
                                   converged=run.stop_reason == CONVERGED, iterations=run.iterations,
                                   stop_reason=run.stop_reason)
     assert best is not None
@@ -403,7 +405,8 @@ def _adam_stage(obj: Objective, cfg: InversionConfig, sig: Signal, lab: torch.Te
     opt = torch.optim.Adam(groups)
     mask = None
     if keep not in (0, sig.keep):  # (keep, leads, re/im) broadcast over records
-        mask = (torch.arange(sig.keep) < keep).to(sig.var.dtype).reshape(-1, *[1] * (sig.var.dim() - 2))
+        mask = (torch.arange(sig.keep, device=sig.var.device) < keep).to(sig.var.dtype).reshape(
+            -1, *[1] * (sig.var.dim() - 2))
     if mask is not None:  # the higher band waits at the prior mean
         with torch.no_grad():
             sig.var.mul_(mask)

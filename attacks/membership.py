@@ -392,8 +392,8 @@ def lira_order(targets: list[MembershipTarget], max_targets: int | None, lira_st
 
 
 def attach_shadows(targets: list[MembershipTarget], prior: PopulationPrior, n_shadows: int, max_targets: int | None,
-                   seed: int, lira_steps: int | None = None) -> None:
-    """Train (or reuse) each chosen target's shadow set on the public prior's records."""
+                   seed: int, lira_steps: int | None = None, device: torch.device | None = None) -> None:
+    """Train (or reuse) each chosen target's shadow set on the public prior's records, on `device`."""
     if n_shadows < 2 or prior.labels is None or len(prior.samples) == 0:
         why = "fewer than 2 shadows asked for" if n_shadows < 2 else "the public prior has no labels to train shadows on"
         for t in targets:
@@ -401,7 +401,7 @@ def attach_shadows(targets: list[MembershipTarget], prior: PopulationPrior, n_sh
         return
     chosen = lira_order(targets, max_targets, lira_steps)
     bank = ShadowBank(targets[0].model if targets else ModelConfig(), prior.samples, prior.labels.astype(np.float32),
-                      n_shadows, seed)
+                      n_shadows, seed, device)
     for i, t in enumerate(targets):
         if t.recipe is None:
             t.lira_note = "not applicable: no recipe"
@@ -429,8 +429,8 @@ def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observat
                        seed: int = 0, n_shadows: int = DEFAULT_SHADOWS, max_targets: int | None = DEFAULT_MAX_TARGETS,
                        device_records: int | None = None, kinds: tuple[str, ...] = KINDS,
                        max_rounds: int | None = None, lira_steps: int | None = None,
-                       max_clients: int | None = None) -> list[MembershipTarget]:
-    """The attack stage: every model the run exposes, with the attacker's shadows for LiRA.
+                       max_clients: int | None = None, device: torch.device | None = None) -> list[MembershipTarget]:
+    """The attack stage: every model the run exposes, with the attacker's shadows for LiRA (trained on `device`).
 
     Reads scheme.json (via `info`), the ledger, RUN_DIR/models/ (the device-lost artefact) and public records
     (via `prior`); never a client's records. `device_records`: how many records the attacker assumes a device
@@ -453,7 +453,7 @@ def prepare_membership(run_dir: Path, info: RunInfo, observations: list[Observat
     if DISTILLED_SET in kinds:
         targets += distilled_set_targets(plan)
     targets = limit_clients(targets, info.clients, max_clients)
-    attach_shadows(targets, prior, n_shadows, max_targets, seed, lira_steps)
+    attach_shadows(targets, prior, n_shadows, max_targets, seed, lira_steps, device)
     for t in targets:
         t.settings["shadow_caveats"] = shadow_caveats(info, t)
     return targets  # wall times stay out of settings (settings must be the same run to run): see the seconds metric
@@ -479,11 +479,13 @@ def log1mexp(a: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def record_stats(cfg: ModelConfig, params: Params, c: Candidates, pos_weight: float | None,
-                 batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                 batch: int = 64, device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per record: (the project's loss -- pos_weighted BCE averaged over known classes --, phi = logit of the
-    likelihood of the record's labels, log p - log(1 - p) with log p = -sum of unweighted BCEs)."""
-    model = load_model(cfg, params).eval()
-    logits = torch.cat([model(c.x[i : i + batch]) for i in range(0, len(c.x), batch)]).double()
+    likelihood of the record's labels, log p - log(1 - p) with log p = -sum of unweighted BCEs). The forward
+    passes run on `device`; the statistics are computed on the CPU."""
+    model = load_model(cfg, params, device=device).eval()
+    on = torch.device("cpu") if device is None else device
+    logits = torch.cat([model(c.x[i : i + batch].to(on)).cpu() for i in range(0, len(c.x), batch)]).double()
     y, known = c.y.double(), c.known.double()
     pw = None if pos_weight is None else torch.full((logits.shape[1],), float(pos_weight), dtype=torch.float64)
     weighted = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=pw, reduction="none")
@@ -503,10 +505,10 @@ class MembershipScorer:
     the logit was clearly better (AUC 0.91-0.98 vs 0.70-0.94 over 3 seeds); on the quickstart's device models,
     near chance, the two were within noise (local-ft trained 60 epochs: mean per-client AUC 0.579 vs 0.584)."""
 
-    def __init__(self, lira_confidence: str = "label-logit") -> None:
+    def __init__(self, lira_confidence: str = "label-logit", device: torch.device | None = None) -> None:
         if lira_confidence not in LIRA_CONFIDENCES:
             raise ValueError(f"lira_confidence {lira_confidence!r}: use one of {', '.join(LIRA_CONFIDENCES)}")
-        self.lira_confidence = lira_confidence
+        self.lira_confidence, self.device = lira_confidence, device
         self._stats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.seconds: dict[str, float] = {}
 
@@ -519,7 +521,7 @@ class MembershipScorer:
         parts = []
         for c in blocks:
             if (digest, c.key) not in self._stats:
-                self._stats[(digest, c.key)] = record_stats(cfg, params, c, pos_weight)
+                self._stats[(digest, c.key)] = record_stats(cfg, params, c, pos_weight, device=self.device)
             parts.append(self._stats[(digest, c.key)])
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -676,12 +678,12 @@ def score_target(t: MembershipTarget, challenge: Challenge, scorer: MembershipSc
     return rows, units
 
 
-def score_membership(targets: list[MembershipTarget], run_dir: Path, lira_confidence: str = "label-logit"
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_membership(targets: list[MembershipTarget], run_dir: Path, lira_confidence: str = "label-logit",
+                     device: torch.device | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scoring stage: for each target, load its clients' members and non-members, let the prepared scorer
     score them blind, then compute AUC and TPR at 1% / 10% FPR. Returns (rows in attacks.csv's long form,
     per-record units: scheme, client, round, attack, unit, label, value, kind, threat_model)."""
-    scorer = MembershipScorer(lira_confidence)
+    scorer = MembershipScorer(lira_confidence, device)
     per_client: dict[str, Challenge] = {}
     rows: list[dict[str, Any]] = []
     units: list[dict[str, Any]] = []

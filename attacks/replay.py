@@ -55,11 +55,15 @@ class MatchProblem:
     def dtype(self) -> torch.dtype:
         return next(iter(self.base.values())).dtype
 
-    def to(self, dtype: torch.dtype) -> "MatchProblem":
-        """The same problem computed in another precision (float64: matching to residuals below float32's eps)."""
-        self.model = self.model.to(dtype)
-        self.base = {n: p.to(dtype) for n, p in self.base.items()}
-        self.target = {n: t.to(dtype) for n, t in self.target.items()}
+    def device(self) -> torch.device:
+        return next(iter(self.base.values())).device
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> "MatchProblem":
+        """The same problem computed in another precision (float64: matching to residuals below float32's eps)
+        and/or on another device (a GPU); on the CPU in the same precision nothing is copied."""
+        self.model = self.model.to(device=device, dtype=dtype)
+        self.base = {n: p.to(device=device, dtype=dtype) for n, p in self.base.items()}
+        self.target = {n: t.to(device=device, dtype=dtype) for n, t in self.target.items()}
         return self
 
     def target_vector(self) -> torch.Tensor:

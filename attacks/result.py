@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from attacks.budget import Budget
 from attacks.priors import PopulationPrior
@@ -48,3 +49,4 @@ class AttackContext:
     prior: PopulationPrior
     budget: Budget
     seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where inversions compute

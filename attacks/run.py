@@ -89,9 +89,11 @@ def inversion_targets(observations: list[Observation], max_targets: int | None) 
     return set(order if max_targets is None else order[:max_targets])
 
 
-def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int = 0, progress: Progress | None = None
+def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int = 0, progress: Progress | None = None,
+                        device: torch.device | None = None
                         ) -> tuple[RunInfo, list[Observation], PopulationPrior, list[AttackResult]]:
-    """Stages (a) and (b): everything the attacker does. Reads no client data."""
+    """Stages (a) and (b): everything the attacker does. Reads no client data. The inversions compute on `device`
+    (default: the CPU); the closed-form attacks and the attribute attack's shadow updates stay on the CPU."""
     b = get_budget(budget)
     info, observations = observe_run(Path(run_dir))
     prior = population_prior(Path(run_dir), info.data, info.model.n_leads, b.prior_samples)
@@ -110,7 +112,8 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
                 results.append(AttackResult("all", i, obs.threat.name, note=f"skipped: round {obs.round} is outside "
                                             f"the budget's {b.max_rounds} attacked rounds ({sorted(rounds)})"))
                 continue
-            found = run_attacks(obs, i, AttackContext(prior, b, observation_seed(seed, i)), i in targets)
+            ctx = AttackContext(prior, b, observation_seed(seed, i), device or torch.device("cpu"))
+            found = run_attacks(obs, i, ctx, i in targets)
             if obs.kind == DISAGGREGATED:  # the same attacks on a recovered per-client update: kept apart
                 for res in found:
                     res.attack = f"{res.attack}{DISAGGREGATED_SUFFIX}"
@@ -121,9 +124,9 @@ def attack_observations(run_dir: Path, budget: str | Budget = "quick", seed: int
 
 
 def membership_targets(run_dir: Path, info: RunInfo, observations: list[Observation], budget: str | Budget,
-                       seed: int = 0) -> list[MembershipTarget]:
+                       seed: int = 0, device: torch.device | None = None) -> list[MembershipTarget]:
     """Stage (b) for membership inference: every model the run exposes, with its shadow models trained on
-    public records. Reads the ledger, scheme.json, RUN_DIR/models/ (the device-lost threat) and the server's
+    public records (on `device`). Reads the ledger, scheme.json, RUN_DIR/models/ (the device-lost threat) and the server's
     source data; never a client's records."""
     b = get_budget(budget)
     if "membership" not in b.attacks:
@@ -132,14 +135,15 @@ def membership_targets(run_dir: Path, info: RunInfo, observations: list[Observat
     with torch.random.fork_rng(devices=[]), torch_threads(ATTACK_THREADS):
         return prepare_membership(Path(run_dir), info, observations, prior, seed=seed, n_shadows=b.mi_shadows,
                                   max_targets=b.mi_max_targets, max_rounds=b.mi_max_rounds,
-                                  lira_steps=b.mi_lira_steps, max_clients=b.mi_max_clients)
+                                  lira_steps=b.mi_lira_steps, max_clients=b.mi_max_clients, device=device)
 
 
-def _membership_frames(targets: list[MembershipTarget], run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _membership_frames(targets: list[MembershipTarget], run_dir: Path, device: torch.device | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The challenger's part: score the targets on members and non-members. Each row's attack is named
     <method>@<model kind> (a fedavg run exposes client updates, global models and device models: their
     scores must not pool); each per-record unit serves both membership quantities."""
-    rows, units = score_membership(targets, Path(run_dir))
+    rows, units = score_membership(targets, Path(run_dir), device=device)
     kinds = [json.loads(s).get("kind", "") for s in rows["settings"]]
     rows["attack"] = [f"{a}@{k}" if k else a for a, k in zip(rows["attack"], kinds)]
     units = units.assign(attack=[f"{a}@{k}" for a, k in zip(units["attack"], units["kind"])], null=math.nan,
@@ -149,8 +153,8 @@ def _membership_frames(targets: list[MembershipTarget], run_dir: Path) -> tuple[
 
 
 def score_results(run_dir: Path, info: RunInfo, observations: list[Observation], results: list[AttackResult],
-                  prior: PopulationPrior, seed: int = 0, membership: list[MembershipTarget] | None = None
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, list[Case]]:
+                  prior: PopulationPrior, seed: int = 0, membership: list[MembershipTarget] | None = None,
+                  device: torch.device | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Case]]:
     """Stage (c): join RUN_DIR/truth and score every result: (attacks.csv rows, units, cases)."""
     clients = tuple(dict.fromkeys([*info.clients, *(c for o in observations for c in o.clients)]))
     truth = load_truth(Path(run_dir), clients)
@@ -159,7 +163,7 @@ def score_results(run_dir: Path, info: RunInfo, observations: list[Observation],
         frame = scorer.rows(results)
         units = scorer.units()
         if membership:
-            mi_rows, mi_units = _membership_frames(membership, run_dir)
+            mi_rows, mi_units = _membership_frames(membership, run_dir, device)
             frame = pd.concat([frame, mi_rows], ignore_index=True)
             units = pd.concat([units, mi_units], ignore_index=True)
     if truth.missing:
@@ -168,10 +172,12 @@ def score_results(run_dir: Path, info: RunInfo, observations: list[Observation],
 
 
 def attack_run_report(run_dir: Path, budget: str | Budget = "quick", seed: int = 0,
-                      progress: Progress | None = None) -> AttackReport:
-    info, observations, prior, results = attack_observations(run_dir, budget, seed, progress)
-    targets = membership_targets(run_dir, info, observations, budget, seed)
-    frame, units, cases = score_results(run_dir, info, observations, results, prior, seed, membership=targets)
+                      progress: Progress | None = None, device: torch.device | None = None) -> AttackReport:
+    """Attack and score a scheme run directory; inversions and membership's models run on `device` (default: CPU)."""
+    info, observations, prior, results = attack_observations(run_dir, budget, seed, progress, device)
+    targets = membership_targets(run_dir, info, observations, budget, seed, device)
+    frame, units, cases = score_results(run_dir, info, observations, results, prior, seed, membership=targets,
+                                        device=device)
     return AttackReport(frame, units, cases, info, observations, results, prior)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from attacks.observe import LocalTraining
+from simulator.core.device import rng_devices
 from simulator.core.model import PARTS, ModelConfig, TDSSM
 from simulator.core.phases import masked_bce
 from simulator.core.s4d import S4DConv
@@ -91,8 +92,9 @@ def shadow_key(start: Params, recipe: ShadowRecipe) -> str:
 
 
 # ------------------------------------------------------------------------------------------ local training
-def load_model(cfg: ModelConfig, params: Params, seed: int = 0) -> TDSSM:
-    """The public TDSSM with `params` loaded (names the dict lacks keep the seeded initialisation)."""
+def load_model(cfg: ModelConfig, params: Params, seed: int = 0, device: torch.device | None = None) -> TDSSM:
+    """The public TDSSM with `params` loaded (names the dict lacks keep the seeded initialisation, drawn on the
+    CPU whatever the device), on `device` (default: the CPU)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TDSSM(cfg)
@@ -101,7 +103,7 @@ def load_model(cfg: ModelConfig, params: Params, seed: int = 0) -> TDSSM:
         for name, arr in params.items():
             if name in own:
                 own[name].copy_(torch.as_tensor(np.asarray(arr), dtype=own[name].dtype))
-    return model
+    return model if device is None else model.to(device)
 
 
 def _optimizer(model: TDSSM, training: LocalTraining) -> torch.optim.Optimizer:
@@ -150,24 +152,27 @@ def local_train(model: TDSSM, x: torch.Tensor, y: torch.Tensor, training: LocalT
 
 
 def _state(model: TDSSM) -> Params:
-    return {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+    return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
 
 
 # ------------------------------------------------------------------------------------------ one shadow
 def simulate(cfg: ModelConfig, start: Params, recipe: ShadowRecipe, data: list[tuple[torch.Tensor, torch.Tensor]],
-             seed: int) -> Params:
+             seed: int, device: torch.device | None = None) -> Params:
     """One shadow: `recipe.rounds` rounds of len(data) clients (one (x, y) each) from `start`; returns the
-    exposed model (see ShadowRecipe.view)."""
+    exposed model (see ShadowRecipe.view). On a GPU `device` the batch order still comes from a CPU generator;
+    the dropout masks come from the GPU's, seeded alike."""
     shared = set(start) if recipe.shared is None else set(recipe.shared)
     personal = [dict(start) for _ in data]  # each client's own weights between rounds
     glob = {n: start[n] for n in shared if n in start}
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    on = torch.device("cpu") if device is None else device
+    data = [(x.to(on), y.to(on)) for x, y in data]
+    with torch.random.fork_rng(devices=rng_devices(on)):
         torch.manual_seed(seed)
         for _ in range(recipe.rounds):
             trained = []
             for k, (x, y) in enumerate(data):
-                model = load_model(cfg, {**personal[k], **glob})
+                model = load_model(cfg, {**personal[k], **glob}, device=device)
                 local_train(model, x, y, recipe.training, recipe.parts, gen)
                 personal[k] = _state(model)
                 trained.append(personal[k])
@@ -192,24 +197,25 @@ def shadow_data(pool_x: np.ndarray, pool_y: np.ndarray, recipe: ShadowRecipe, rn
 
 
 def train_shadows(cfg: ModelConfig, start: Params, recipe: ShadowRecipe, pool_x: np.ndarray, pool_y: np.ndarray,
-                  n_shadows: int, seed: int) -> ShadowSet:
-    """n_shadows shadow models, each on its own random draw of public records."""
+                  n_shadows: int, seed: int, device: torch.device | None = None) -> ShadowSet:
+    """n_shadows shadow models, each on its own random draw of public records, trained on `device`."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     params, replaced = [], False
     for s in range(n_shadows):
         data, wr = shadow_data(pool_x, pool_y, recipe, rng)
         replaced = replaced or wr
-        params.append(simulate(cfg, start, recipe, data, seed * 1_000 + s))
+        params.append(simulate(cfg, start, recipe, data, seed * 1_000 + s, device))
     return ShadowSet(recipe, params, time.perf_counter() - t0, len(pool_x), replaced, key=shadow_key(start, recipe))
 
 
 class ShadowBank:
     """Shadow sets keyed by (starting weights, recipe): the clients of one round share theirs."""
 
-    def __init__(self, cfg: ModelConfig, pool_x: np.ndarray, pool_y: np.ndarray, n_shadows: int, seed: int):
+    def __init__(self, cfg: ModelConfig, pool_x: np.ndarray, pool_y: np.ndarray, n_shadows: int, seed: int,
+                 device: torch.device | None = None):
         self.cfg, self.pool_x, self.pool_y = cfg, pool_x, pool_y
-        self.n_shadows, self.seed = n_shadows, seed
+        self.n_shadows, self.seed, self.device = n_shadows, seed, device
         self.sets: dict[str, ShadowSet] = {}
 
     def get(self, start: Params, recipe: ShadowRecipe) -> ShadowSet:
@@ -217,7 +223,8 @@ class ShadowBank:
         key = shadow_key(start, recipe)
         if key not in self.sets:  # seeded by what it replays, not by what else was prepared before it
             seed = (self.seed * 7_919 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % (2**31)
-            self.sets[key] = train_shadows(self.cfg, start, recipe, self.pool_x, self.pool_y, self.n_shadows, seed)
+            self.sets[key] = train_shadows(self.cfg, start, recipe, self.pool_x, self.pool_y, self.n_shadows, seed,
+                                           self.device)
         found = self.sets[key]
         found.users += 1
         return found

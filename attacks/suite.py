@@ -18,6 +18,7 @@ from attacks.priors import PopulationPrior, lag_range
 from attacks.replay import MatchProblem
 from attacks.result import AttackContext, AttackResult
 from attacks.threat import NOT_APPLICABLE_NOTHING, attacks_for
+from simulator.core.device import rng_devices
 
 
 def _na(attack: str, i: int, obs: Observation, why: str) -> AttackResult:
@@ -171,9 +172,8 @@ def attack_inversion(obs: Observation, i: int, ctx: AttackContext, method: str, 
     labels_known = known is not None and known.labels is not None and n_rec == n_examples == 1
     cfg = _inversion_config(method, obs, b, ctx.prior, n_rec, unroll, labels_known, ctx.seed)
     problem = build_problem(obs, n_examples, seed=ctx.seed)
-    if b.precision == "float64":
-        problem.to(torch.float64)
-    with torch.random.fork_rng(devices=[]):
+    problem.to(torch.float64 if b.precision == "float64" else None, ctx.device)
+    with torch.random.fork_rng(devices=rng_devices(ctx.device)):
         torch.manual_seed(ctx.seed)
         rec = invert(problem, cfg, known_labels=known.labels if labels_known and known else None,
                      prior_mean=ctx.prior.mean, prior_samples=ctx.prior.samples)
@@ -182,7 +182,8 @@ def attack_inversion(obs: Observation, i: int, ctx: AttackContext, method: str, 
                     records=n_rec, records_behind_update=n_examples, converged=rec.converged, iterations=rec.iterations,
                     stop_reason=rec.stop_reason, evaluations=rec.evaluations, restart_residuals=rec.restart_residuals,
                     restart_stops=rec.restart_stops, observed_tensors=len(problem.observed),
-                    labels_from="label attack (sign rule)" if labels_known else "optimised jointly", precision=b.precision)
+                    labels_from="label attack (sign rule)" if labels_known else "optimised jointly", precision=b.precision,
+                    device=str(ctx.device))
     notes = [records_note] if records_note else []
     if unroll and rec.steps_unrolled < steps:
         notes.append(f"unrolled {rec.steps_unrolled} of {steps} local steps: budget cap max_unroll_steps")

@@ -12,7 +12,10 @@ and 128 clients the same federation runs on:
 Printed per engine and size: the median round time and client-rounds per second, then the ratios to the
 sequential inline engine. Target (issue 17): batched >= 5x sequential at 32+ clients.
 
-    FLWR_TELEMETRY_ENABLED=0 .venv/bin/python bench/bench_scale.py [--clients 8,32,128] [--rounds 2]
+With --device cuda (or cuda:N, auto) every client's model trains on that GPU, records moved there batch by batch as
+in a run; the step timings then synchronise the GPU before reading the clock.
+
+    FLWR_TELEMETRY_ENABLED=0 .venv/bin/python bench/bench_scale.py [--clients 8,32,128] [--rounds 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
+from simulator.core.device import resolve_device  # noqa: E402
 from simulator.core.jobs import TrainingJob, run_training  # noqa: E402
 from simulator.core.model import PARTS, TDSSM  # noqa: E402
 from simulator.core.phases import Phase  # noqa: E402
@@ -41,10 +45,12 @@ from simulator.core.tensors import ECGTensors  # noqa: E402
 from simulator.engine import ray_available, run_federation, store_strategy_result  # noqa: E402
 from simulator.engine.inline import PARTITION_ID_KEY  # noqa: E402
 from simulator.engine.recording import LedgerGrid  # noqa: E402
+from simulator.errors import MuprivError  # noqa: E402
 from simulator.ledger import WireLedger  # noqa: E402
 
 RECORDS, LENGTH, BATCH = 48, 512, 16  # configs/quickstart.toml: records_per_client, data.length, finetune.batch_size
 PHASE = Phase("device", PARTS, 1, data="personal", batch_size=BATCH)
+DEVICE = torch.device("cpu")  # --device: where every client's model trains
 
 
 def device_data(partition: int) -> ECGTensors:
@@ -55,7 +61,7 @@ def device_data(partition: int) -> ECGTensors:
 
 
 def model_arrays(model: TDSSM) -> ArrayRecord:
-    return ArrayRecord({n: Array(p.detach().numpy().copy()) for n, p in model.named_parameters()})
+    return ArrayRecord({n: Array(p.detach().cpu().numpy().copy()) for n, p in model.named_parameters()})
 
 
 def make_client_app() -> ClientApp:
@@ -66,6 +72,7 @@ def make_client_app() -> ClientApp:
         model = TDSSM()
         model.load_state_dict({n: torch.from_numpy(a.numpy().copy()) for n, a in msg.content["arrays"].items()},
                               strict=False)
+        model.to(DEVICE)
         partition = int(context.node_config[PARTITION_ID_KEY])
         rnd = int(msg.content["config"]["server-round"])
         run_training(TrainingJob(model, PHASE, device_data(partition), seed=1000 * partition + rnd))
@@ -117,9 +124,9 @@ def run(engine: str, num_clients: int, num_rounds: int, batch: bool) -> float:
 
 def step_seconds(batch: int, length: int, steps: int = 12) -> float:
     """Median seconds of one training step of the whole TDSSM on a (batch, length, 12) batch."""
-    model = TDSSM().train()
+    model = TDSSM().to(DEVICE).train()
     opt = torch.optim.AdamW(model.parameters())
-    x, y = torch.randn(batch, length, 12), (torch.rand(batch, 6) < 0.2).float()
+    x, y = torch.randn(batch, length, 12, device=DEVICE), (torch.rand(batch, 6, device=DEVICE) < 0.2).float()
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
@@ -127,6 +134,8 @@ def step_seconds(batch: int, length: int, steps: int = 12) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize(DEVICE)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[2:])
 
@@ -145,14 +154,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="8,32,128", help="comma-separated client counts")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto: where the clients train")
     args = parser.parse_args()
+    global DEVICE
+    try:
+        DEVICE = resolve_device(args.device, "--device")
+    except MuprivError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    print(f"torch threads {torch.get_num_threads()}; TDSSM {sum(p.numel() for p in TDSSM().parameters())} parameters, "
+    print(f"device {DEVICE}; torch threads {torch.get_num_threads()}; TDSSM {sum(p.numel() for p in TDSSM().parameters())} parameters, "
           f"{RECORDS} records x {LENGTH} samples per client, batch {BATCH}, 1 epoch per round, {args.rounds} rounds")
     run("inline", 2, 1, batch=True)  # warm-up: imports, first torch calls
     where_the_time_goes()
     ways = [("sequential", "inline", False), ("batched", "inline", True)]
-    if ray_available():
+    if DEVICE.type != "cpu":
+        print("ray: left out on a GPU (the engine gives its actors no GPU)")
+    elif ray_available():
         ways.append(("ray", "ray", False))
     else:
         print('ray: not installed (make test-ray installs it); no Ray column')

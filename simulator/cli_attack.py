@@ -72,22 +72,26 @@ def attack_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write attacks.csv and the plots (default: RUN_DIR)."),
     budget: str = typer.Option("quick", "--budget", help=f"Attack budget preset: {', '.join(PRESETS)}."),
     seed: int = typer.Option(0, "--seed", help="Seed of every attack (initialisations, restarts)."),
+    device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, cuda:N or auto (CUDA when available): "
+                               "where the inversions and membership's shadow models compute."),
 ) -> None:
     """Attack a scheme run's wire ledger as a curious server; score against the clients' data afterwards."""
     from attacks.plots import pick_cases, plot_case
     from attacks.run import attack_run_report
+    from simulator.core.device import resolve_device
 
     console = Console(stderr=True)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MuprivError(f"run directory {run_dir} does not exist: give a scheme run directory with scheme.json and ledger/")
     preset = get_budget(budget)  # a bad name is a MuprivError naming the presets
+    on = resolve_device(device, "--device")  # a missing GPU stops here, before anything is written
     if not (run_dir / "scheme.json").is_file() and (run_dir / "schemes").is_dir():
         if out is not None:
             raise MuprivError("--out applies to one scheme run directory; a run folder is attacked in place")
         from simulator.simulate import attack_run_folder  # pylint: disable=import-outside-toplevel
 
-        frame = attack_run_folder(run_dir, budget, on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        frame = attack_run_folder(run_dir, budget, on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"), device=on)
         _print_table(summary(frame), console)
         console.print(f"written: {run_dir / CSV_NAME}, {run_dir / 'plots'}, {run_dir / 'report.html'}")
         return
@@ -98,7 +102,7 @@ def attack_command(
         if done < total:
             console.print(f"[dim]attacking {done + 1}/{total}: {what}[/dim]")
 
-    report = attack_run_report(run_dir, preset, seed, progress)
+    report = attack_run_report(run_dir, preset, seed, progress, device=on)
     _write_csv(report.frame, out_dir / CSV_NAME)
     written = [out_dir / CSV_NAME]
     for tag, case in pick_cases(report.cases).items():

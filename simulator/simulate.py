@@ -132,9 +132,11 @@ def resume(run_dir: Path, on_step: Say | None = None) -> SimulationResult:
     return _fill(run_dir, cfg, Plan.load(run_dir / PLAN_NAME), on_step or (lambda _msg: None))
 
 
-def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None) -> pd.DataFrame:
-    """Attack every (scheme, seed) cell of a finished run folder again (e.g. with a bigger budget):
-    rewrites each cell's attacks.csv and plots, the folder's attacks.csv and plots/, and the report."""
+def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None,
+                      device: torch.device | None = None) -> pd.DataFrame:
+    """Attack every (scheme, seed) cell of a finished run folder again (e.g. with a bigger budget, on a GPU
+    `device`): rewrites each cell's attacks.csv and plots, the folder's attacks.csv and plots/, and the report.
+    The device is this call's, not the run's config's: a run made on a GPU can be re-attacked on a laptop."""
     from attacks.budget import get_budget  # pylint: disable=import-outside-toplevel
 
     get_budget(budget)
@@ -148,7 +150,7 @@ def attack_run_folder(run_dir: Path, budget: str, on_step: Say | None = None) ->
         seed = int(cell.name.removeprefix("seed-"))
         say(f"seed {seed}: attacking {cell.parent.name}'s ledger ({budget} budget)")
         shutil.rmtree(cell / "plots", ignore_errors=True)
-        _attack_cell(cell, cfg, budget, seed)
+        _attack_cell(cell, cfg, budget, seed, device)
     attacks = pd.concat([pd.read_csv(c / name) for c in cells for name in (layout.ATTACKS_FILE, layout.AUDIT_FILE)
                          if (c / name).is_file()], ignore_index=True)
     atomic_csv(attacks, run_dir / layout.ATTACKS_FILE)
@@ -255,7 +257,7 @@ def _run_cell(work: Path, study: Study, scheme: str, seed: int, truth: Path, pla
         atomic_csv(curves_long(run.curves, seed), cell / layout.ROUNDS_FILE)
     if plan.attack:
         say(f"seed {seed}: attacking {scheme}'s ledger ({plan.attack_budget} budget)")
-        _attack_cell(cell, study.config, plan.attack_budget, seed)
+        _attack_cell(cell, study.config, plan.attack_budget, seed, study.device)
     (cell / DONE_MARK).write_text("")
     shutil.rmtree(work / "work" / f"seed-{seed}" / scheme, ignore_errors=True)  # probes: scratch only
 
@@ -280,14 +282,15 @@ def _audit(study: Study, run, seed: int) -> pd.DataFrame:  # noqa: ANN001 - simu
     return frame
 
 
-def _attack_cell(cell: Path, cfg: RunConfig, budget: str, seed: int) -> None:
-    """attacks.csv and the reconstructions' plots of one cell; the attacker reads scheme.json + ledger/ only."""
+def _attack_cell(cell: Path, cfg: RunConfig, budget: str, seed: int, device: torch.device | None = None) -> None:
+    """attacks.csv and the reconstructions' plots of one cell; the attacker reads scheme.json + ledger/ only.
+    Inversions and membership's models compute on `device` (default: the CPU)."""
     from attacks.budget import get_budget  # pylint: disable=import-outside-toplevel
     from attacks.plots import plot_case  # pylint: disable=import-outside-toplevel
     from attacks.run import attack_run_report  # pylint: disable=import-outside-toplevel
 
     chosen = get_budget(budget).with_overrides(attacks=tuple(cfg.attacks.run))
-    report = attack_run_report(cell, chosen, seed)
+    report = attack_run_report(cell, chosen, seed, device=device)
     for frame, name in ((report.frame, layout.ATTACKS_FILE), (report.units, layout.UNITS_FILE)):
         if "seed" not in frame.columns:
             frame.insert(0, "seed", seed)

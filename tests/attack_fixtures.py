@@ -125,6 +125,24 @@ def fedavg_run_dir(run_dir: Path, *, n_clients: int = 2, per_client: int = 1, ro
                          batch_size=batch_size, observable="per-client updates")
 
 
+def add_membership_files(run_dir: Path, heldout: int = 6) -> Path:
+    """The files the schemes write for membership scoring, added to a fixture run: truth/heldout/<client>.npz
+    (`heldout` records the client never trained on) and models/<client>.pt (the client's model after its last
+    update)."""
+    from attacks.observe import observe_run  # pylint: disable=import-outside-toplevel
+    from simulator import layout  # pylint: disable=import-outside-toplevel
+
+    info, observations = observe_run(run_dir)
+    layout.heldout_file(run_dir, "x").parent.mkdir(parents=True, exist_ok=True)
+    for k, client in enumerate(info.clients):
+        save_npz(client_data(1, heldout, seed=50 + k)[0], layout.heldout_file(run_dir, client))
+        last = [o for o in observations if o.clients == (client,)][-1]
+        final = {n: torch.as_tensor(a + last.update.get(n, 0.0)) for n, a in last.base_params().items()}
+        layout.model_file(run_dir, client).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(final, layout.model_file(run_dir, client))
+    return run_dir
+
+
 def secagg_view(ledger: WireLedger) -> WireLedger:
     """What SecAgg+ leaves the server: the DOWN messages and, per round, one "server" entry holding the sum of
     the clients' updates (the per-client uploads are masked: their arrays are dropped)."""

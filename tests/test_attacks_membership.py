@@ -20,7 +20,7 @@ from simulator import layout
 from simulator.core.model import PARTS, ModelConfig
 from simulator.core.tensors import ECGTensors, save_npz
 from simulator.ledger import WireLedger
-from tests.attack_fixtures import client_data, fedavg_run_dir, query_run_dir
+from tests.attack_fixtures import add_membership_files, client_data, fedavg_run_dir, query_run_dir
 
 CFG = ModelConfig(d_model=16, dropout=0.0)
 OVERFIT = LocalTraining(optimizer="adamw", lr=3e-2, kernel_lr=3e-2, weight_decay=0.0, local_epochs=80, batch_size=8,
@@ -123,16 +123,8 @@ def run_dir(tmp_path_factory):
     write: truth/heldout/<client>.npz and models/<client>.pt (each device's model after its last training)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    path = fedavg_run_dir(tmp_path_factory.mktemp("mi") / "run", n_clients=2, per_client=4, rounds=2, optimizer="sgd",
-                          batch_size=2)
-    info, observations = observe_run(path)
-    layout.heldout_file(path, "x").parent.mkdir(parents=True, exist_ok=True)
-    for k, client in enumerate(info.clients):
-        save_npz(client_data(1, 6, seed=50 + k)[0], layout.heldout_file(path, client))
-        last = [o for o in observations if o.clients == (client,)][-1]
-        final = {n: torch.as_tensor(a + last.update.get(n, 0.0)) for n, a in last.base_params().items()}
-        layout.model_file(path, client).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(final, layout.model_file(path, client))
+    path = add_membership_files(fedavg_run_dir(tmp_path_factory.mktemp("mi") / "run", n_clients=2, per_client=4,
+                                               rounds=2, optimizer="sgd", batch_size=2))
     yield path
     torch.set_num_threads(before)
 
