@@ -45,7 +45,7 @@ LEAKAGE_COLUMNS = ["scheme", "quantity", "attack", "threat_model", "estimate", "
 LEVEL = 0.95
 MIN_UNITS = 3  # fewer units than this give no interval worth the name
 N_BOOT = 2000
-BOOT_CELLS = 1 << 21  # membership draws are weighed in blocks of at most this many (draw, unit) cells
+BOOT_CELLS = 1 << 21  # membership draws are made in blocks of about this many (draw, unit) entries
 LEAKS, NO_EVIDENCE, NOT_APPLICABLE = "leaks", "no evidence", "not applicable"
 
 
@@ -116,46 +116,63 @@ def _t_interval(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sign:
     return float(np.mean(x) - half), float(np.mean(x) + half)
 
 
-def _unit_weights(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: list | None, n_boot: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, units): how often each unit (clusters concatenated) appears in each two- or three-level
-    bootstrap draw. Clusters are drawn with replacement (within seeds drawn with replacement when ``groups``
-    nests them), then each drawn cluster's members and non-members with replacement within their class. A
-    cluster drawn c times contributes c independent resamples of its n units of a class, which together are
-    one multinomial of c * n draws: so each draw needs no Python loop of its own."""
+def _drawn_clusters(n_clusters: int, groups: list | None, n_boot: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(clusters, valid), both (n_boot, slots): the clusters each bootstrap draw took, with replacement (within
+    seeds drawn with replacement when ``groups`` nests them; a draw's slots past its seeds' cluster count are
+    padding, valid False)."""
     if groups is None:
-        counts = rng.multinomial(len(clusters), np.full(len(clusters), 1.0 / len(clusters)), size=n_boot)
-    else:
-        keys = list(dict.fromkeys(groups))
-        drawn = rng.multinomial(len(keys), np.full(len(keys), 1.0 / len(keys)), size=n_boot)  # (n_boot, seeds)
-        counts = np.zeros((n_boot, len(clusters)), np.int64)
-        for g, key in enumerate(keys):
-            members = [j for j, k in enumerate(groups) if k == key]
-            counts[:, members] = rng.multinomial(drawn[:, g] * len(members), np.full(len(members), 1.0 / len(members)))
-    sizes = [len(c[0]) for c in clusters]
-    weights = np.zeros((n_boot, sum(sizes)), np.int64)
-    start = 0
-    for j, (_v, _n, lab) in enumerate(clusters):
-        for k in (0, 1):
-            idx = start + np.flatnonzero(lab == k)
-            if len(idx):
-                weights[:, idx] = rng.multinomial(counts[:, j] * len(idx), np.full(len(idx), 1.0 / len(idx)))
-        start += sizes[j]
-    return weights
+        return rng.integers(0, n_clusters, size=(n_boot, n_clusters)), np.ones((n_boot, n_clusters), bool)
+    keys = list(dict.fromkeys(groups))
+    members = [np.array([j for j, k in enumerate(groups) if k == key]) for key in keys]
+    widest = max(len(m) for m in members)
+    size = np.array([len(m) for m in members])
+    table = np.stack([np.pad(m, (0, widest - len(m))) for m in members])  # (seeds, widest), padded with 0
+    seeds = rng.integers(0, len(keys), size=(n_boot, len(keys)))  # (n_boot, seeds drawn)
+    within = (rng.random((n_boot, len(keys), widest)) * size[seeds][..., None]).astype(np.int64)
+    valid = np.arange(widest) < size[seeds][..., None]
+    picked = table[seeds[..., None], np.where(valid, within, 0)]
+    return picked.reshape(n_boot, -1), valid.reshape(n_boot, -1)
 
 
-def _weighted_stat(q: Quantity, value: np.ndarray, label: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(n_boot,) the membership statistic minus chance on each draw, where unit i counts weights[b, i] times:
-    for integer weights exactly metrics.auc / metrics.tpr_at_fpr of the units repeated that often."""
-    order = np.argsort(-value, kind="stable")  # highest score first; ties become one group
-    v, lab, w = value[order], label[order], weights[:, order].astype(np.float64)
-    starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
-    pos = np.add.reduceat(w * (lab == 1), starts, axis=1)  # (n_boot, groups), highest group first
-    neg = np.add.reduceat(w * (lab == 0), starts, axis=1)
+def _drawn_units(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: list | None, n_boot: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(draw, unit): one entry per unit taken by a two- or three-level bootstrap draw (units numbered as the
+    clusters concatenated). Clusters are drawn (`_drawn_clusters`), then each drawn cluster's members and
+    non-members with replacement within their class, every draw at once."""
+    picked, valid = _drawn_clusters(len(clusters), groups, n_boot, rng)
+    offsets = np.cumsum([0] + [len(c[0]) for c in clusters])
+    draws, units = [], []
+    for k in (0, 1):
+        of_class = [offsets[j] + np.flatnonzero(c[2] == k) for j, c in enumerate(clusters)]
+        count = np.array([len(u) for u in of_class])
+        widest = int(count.max())
+        if widest == 0:
+            continue
+        table = np.stack([np.pad(u, (0, widest - len(u))) for u in of_class])  # (clusters, widest)
+        n = count[picked]  # (n_boot, slots): this class's units in each drawn cluster
+        take = valid[..., None] & (np.arange(widest) < n[..., None])
+        which = (rng.random((*picked.shape, widest)) * n[..., None]).astype(np.int64)
+        unit = table[picked[..., None], np.where(take, which, 0)]
+        draws.append(np.broadcast_to(np.arange(n_boot)[:, None, None], take.shape)[take])
+        units.append(unit[take])
+    return np.concatenate(draws), np.concatenate(units)
+
+
+def _tie_groups(value: np.ndarray) -> np.ndarray:
+    """Each unit's rank among the distinct values, highest first (tied units share one)."""
+    distinct = np.unique(value)
+    return len(distinct) - 1 - np.searchsorted(distinct, value)
+
+
+def _grouped_stat(q: Quantity, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """(n_boot,) the membership statistic minus chance on each draw, from how many members (pos) and non-members
+    (neg) each draw holds at each distinct score, (n_boot, distinct scores), highest score first: for integer
+    counts exactly metrics.auc / metrics.tpr_at_fpr of the units repeated that often."""
     n1, n0 = pos.sum(1), neg.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         if q.statistic == "auc":
-            neg_below = n0[:, None] - np.cumsum(neg, axis=1)  # non-members strictly below each group
+            neg_below = n0[:, None] - np.cumsum(neg, axis=1)  # non-members strictly below each score
             out = (pos * (neg_below + 0.5 * neg)).sum(1) / (n1 * n0)
         else:
             # The threshold is the (allowed + 1)-th highest non-member; members strictly above it are caught.
@@ -165,6 +182,18 @@ def _weighted_stat(q: Quantity, value: np.ndarray, label: np.ndarray, weights: n
             out = np.where(allowed >= n0, 1.0, pos_above[np.arange(len(at)), at] / n1)
         out = np.where((n1 > 0) & (n0 > 0), out, np.nan)
     return out - (q.chance or 0.0)
+
+
+def _membership_boots(q: Quantity, value: np.ndarray, label: np.ndarray, draw: np.ndarray, unit: np.ndarray,
+                      n_boot: int) -> np.ndarray:
+    """(n_boot,) the statistic of each draw, given the (draw, unit) entries it took."""
+    tie = _tie_groups(value)
+    width = int(tie.max()) + 1
+    cell = draw * width + tie[unit]
+    member = label[unit] == 1
+    pos = np.bincount(cell[member], minlength=n_boot * width).reshape(n_boot, width).astype(np.float64)
+    neg = np.bincount(cell[~member & (label[unit] == 0)], minlength=n_boot * width).reshape(n_boot, width)
+    return _grouped_stat(q, pos, neg.astype(np.float64))
 
 
 def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q: Quantity, level: float,
@@ -183,8 +212,9 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
     alpha = 1.0 - level
     if q.statistic == "mean":
         sign = 1.0 if q.higher_leaks else -1.0
-        # Within-cluster resampled sums via multinomial counts: (n_boot, clusters) without a Python loop per draw.
-        sums = np.stack([rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)), size=n_boot) @ (sign * (v - n))
+        # Within-cluster resampled sums, (n_boot, clusters), without a Python loop per draw: each draw's units are
+        # drawn as indices and gathered (numpy's multinomial, used before, cost a binomial per unit and draw).
+        sums = np.stack([(sign * (v - n))[rng.integers(0, len(v), size=(n_boot, len(v)))].sum(1)
                          for v, n, _ in clusters], axis=1)
         sizes = np.array([len(v) for v, _, _ in clusters], np.float64)
         pick = rng.integers(0, len(clusters), size=(n_boot, len(clusters)))
@@ -197,10 +227,13 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
         # than a gain can be (a score in [a, b] against a null in [a, b] gains at most b - a either way).
         width = (q.span[1] - q.span[0]) if q.span else math.inf
         return gain, float(max(min(low, t_low), -width)), float(min(max(high, t_high), width))
-    step = max(1, BOOT_CELLS // len(value))  # draws per block: (draws x units) weights stay a few MB
-    boots = np.concatenate([_weighted_stat(q, value, label, _unit_weights(clusters, groups if nested else None,
-                                                                          min(step, n_boot - b), rng))
-                            for b in range(0, n_boot, step)])
+    step = max(1, BOOT_CELLS // len(value))  # draws per block: the drawn units stay a few MB
+    boots = []
+    for b in range(0, n_boot, step):
+        size = min(step, n_boot - b)
+        boots.append(_membership_boots(q, value, label, *_drawn_units(clusters, groups if nested else None, size, rng),
+                                       size))
+    boots = np.concatenate(boots)
     boots = boots[np.isfinite(boots)]
     if len(boots) == 0:
         return gain, math.nan, math.nan

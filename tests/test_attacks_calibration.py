@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.calibrate import (LEAKS, MIN_UNITS, QUANTITIES, UNIT_COLUMNS, _unit_weights, _weighted_stat, auc,
+from attacks.calibrate import (LEAKS, MIN_UNITS, QUANTITIES, UNIT_COLUMNS, _drawn_units, _membership_boots, auc,
                                bootstrap_gain, calibrate, strongest, tpr_at_fpr)
 from attacks.metrics import pearson_per_lead
 from attacks.nulls import WAVEFORM_NULLS, null_records, presence_baselines, spectral_noise
@@ -172,10 +172,22 @@ def test_auc_and_tpr_match_brute_force():
     assert math.isnan(auc(s, np.ones(60)))
 
 
+def _entries(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(draw, unit) entries of a (draws, units) matrix of counts."""
+    rows, cols = np.nonzero(weights)
+    reps = weights[rows, cols]
+    return np.repeat(rows, reps), np.repeat(cols, reps)
+
+
+def _weights(draw: np.ndarray, unit: np.ndarray, n_boot: int, n_units: int) -> np.ndarray:
+    return np.bincount(draw * n_units + unit, minlength=n_boot * n_units).reshape(n_boot, n_units)
+
+
 @pytest.mark.parametrize("key", ["membership_auc", "membership_tpr1"])
-def test_weighted_membership_statistics_equal_the_repeated_units(key):
-    """The bootstrap weighs units by how often a draw took them; for integer weights that must be exactly
-    metrics.auc / metrics.tpr_at_fpr of the units repeated that often (ties, zero weights, one class absent)."""
+def test_membership_statistics_of_a_draw_equal_those_of_its_repeated_units(key):
+    """The bootstrap counts how often each draw took each unit; for those counts the statistic must be exactly
+    metrics.auc / metrics.tpr_at_fpr of the units repeated that often (ties, units not taken, a draw without
+    members)."""
     rng = np.random.default_rng(7)
     q = QUANTITIES[key]
     s = np.round(rng.normal(size=150), 1)  # ties on purpose
@@ -183,34 +195,38 @@ def test_weighted_membership_statistics_equal_the_repeated_units(key):
     w = rng.poisson(1.0, size=(40, 150))
     w[0, y == 1] = 0  # a draw without members
     w[1] = 1  # the plain sample
-    got = _weighted_stat(q, s, y, w)
+    got = _membership_boots(q, s, y, *_entries(w), 40)
     metric = auc if q.statistic == "auc" else (lambda v, lab: tpr_at_fpr(v, lab, q.fpr))
     want = [metric(np.repeat(s, row), np.repeat(y, row)) - q.chance for row in w]
     assert math.isnan(got[0]) and math.isnan(want[0])
     np.testing.assert_allclose(got[1:], want[1:], rtol=0, atol=1e-12)
 
 
-def test_unit_weights_keep_each_clusters_classes_and_sizes():
-    """Every draw resamples a drawn cluster's members and non-members separately: per draw, the weights of a
-    cluster's members add up to (times drawn) x (its member count), and the draws total the clusters drawn."""
+def test_drawn_units_keep_each_clusters_classes_and_sizes():
+    """Every draw resamples a drawn cluster's members and non-members separately: per draw, a cluster's members
+    are taken (times drawn) x (its member count) times, its non-members likewise, and the draws take as many
+    clusters as there are (or, nested, as the drawn seeds hold)."""
     rng = np.random.default_rng(8)
     clusters = [(rng.normal(size=n), np.zeros(n), (np.arange(n) < m).astype(float)) for n, m in ((10, 4), (6, 3), (8, 1))]
+    n_units = sum(len(c[0]) for c in clusters)
     for groups in (None, ["s0", "s0", "s1"]):
-        w = _unit_weights(clusters, groups, 500, np.random.default_rng(0))
-        label = np.concatenate([c[2] for c in clusters])
+        w = _weights(*_drawn_units(clusters, groups, 500, np.random.default_rng(0)), 500, n_units)
         start, drawn = 0, np.zeros(500)
         for v, _n, lab in clusters:
-            block, lab_block = w[:, start:start + len(v)], lab
-            times = block[:, lab_block == 1].sum(1) / (lab_block == 1).sum()
-            assert np.all(times == block[:, lab_block == 0].sum(1) / (lab_block == 0).sum())
+            block = w[:, start:start + len(v)]
+            times = block[:, lab == 1].sum(1) / (lab == 1).sum()
+            assert np.all(times == block[:, lab == 0].sum(1) / (lab == 0).sum())
             assert np.all(times == np.round(times))
             drawn += times
             start += len(v)
-        assert w.shape == (500, len(label)) and w.min() >= 0
         if groups is None:
             assert np.all(drawn == 3)  # three clusters drawn per draw
         else:  # two seeds drawn, each then draws as many clusters as it has (2 or 1)
-            assert set(np.unique(drawn)) <= {2, 3, 4}
+            assert set(np.unique(drawn)) == {2, 3, 4}
+    # each unit of a class is equally likely: 2,000 draws of one cluster of 4 members + 4 non-members
+    one = [(np.arange(8.0), np.zeros(8), (np.arange(8) < 4).astype(float))]
+    share = _weights(*_drawn_units(one, None, 2000, np.random.default_rng(1)), 2000, 8).mean(0)
+    np.testing.assert_allclose(share, 1.0, atol=0.08)
 
 
 def _loop_bootstrap(clusters, q, level, n_boot, seed):
