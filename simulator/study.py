@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from simulator.client_scores import ScoreMemo
 from simulator.config import RunConfig, parse_fail
 from simulator.core.checkpoint import load_model, read_checkpoint, save_checkpoint
 from simulator.core.device import describe, model_device, resolve_device
@@ -45,6 +46,7 @@ class Study:
     pretrain_cached: bool = False
     pretrain_log: list[dict] = field(default_factory=list)
     source_holdout: ECGTensors | None = None  # data.source_holdout > 0: records no phase trained or selected on
+    scores: ScoreMemo = field(default_factory=ScoreMemo)  # every scheme's evaluations, by weights and records
 
     @property
     def source_eval(self) -> ECGTensors:

@@ -10,8 +10,10 @@ import torch
 from flwr.app import Context, RecordDict
 
 from baselines.registry import get_scheme, scheme_names
-from baselines.setup import read_probe
+from baselines.setup import probe_model, read_probe
+from simulator.client_scores import device_scores, weights_digest
 from simulator.config import parse_config
+from simulator.core.phases import evaluate
 from simulator.errors import MuprivError
 from simulator.ledger import DOWN, SERVER, UP
 from simulator.runner import run_scheme, to_long
@@ -227,3 +229,23 @@ def test_nan_dp_parameters_are_refused():
     for bad in ({"noise_multiplier": float("nan")}, {"max_grad_norm": float("nan")}, {"delta": float("nan")}):
         with pytest.raises(MuprivError, match="noise_multiplier >= 0"):
             get_scheme("dp-fedavg").make_params(bad)
+
+
+def test_memoised_scores_equal_scoring_every_model(runs, study):
+    """The study remembers evaluations by exact weights: each client's scores equal those of evaluating its model
+    afresh, and fedavg's devices, which all end with the final global model, share one source evaluation."""
+    before = evaluate(study.pretrained(), study.source_eval)
+    for name in ("fedavg", "fedrep", "mu-ft"):
+        table = runs[name].table.set_index("client")
+        digests = set()
+        for c in study.clients:
+            model = probe_model(study.config.model, read_probe(runs[name].setup.probe_dir, c.partition)["state"])
+            digests.add(weights_digest(model))
+            fresh = device_scores(model, c.test, study.source_eval, before)
+            for key, value in fresh.items():
+                assert table.loc[c.id, key] == value or (math.isnan(value) and math.isnan(table.loc[c.id, key])), \
+                    (name, c.id, key)
+            pretrained = evaluate(study.pretrained(), c.test)
+            assert table.loc[c.id, "pretrained_personal_macro_auroc"] == pretrained.macro_auroc
+        assert len(digests) == (1 if name == "fedavg" else len(study.clients)), name
+    assert study.scores.hits >= (len(ALL) - 1) * len(study.clients)  # the pretrained model, once per client
