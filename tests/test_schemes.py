@@ -249,3 +249,24 @@ def test_memoised_scores_equal_scoring_every_model(runs, study):
             assert table.loc[c.id, "pretrained_personal_macro_auroc"] == pretrained.macro_auroc
         assert len(digests) == (1 if name == "fedavg" else len(study.clients)), name
     assert study.scores.hits >= (len(ALL) - 1) * len(study.clients)  # the pretrained model, once per client
+
+
+def test_client_level_dp_noise_repeats_with_the_seed(study, tmp_path):
+    """Client-level DP's server noise (Flower's wrapper draws it from numpy's global generator) is seeded by the run:
+    the same seed gives the same final models whatever numpy's state was before, the noise is really there, and
+    the caller's numpy state is given back."""
+    name = "dp-fedavg"
+
+    def finals(tag: str, noise: float, numpy_seed: int) -> list[bytes]:
+        params = get_scheme(name).make_params({**vars(study.config.scheme_params(name)), "mode": "client-level",
+                                               "noise_multiplier": noise})
+        np.random.seed(numpy_seed)  # what the caller left in numpy's generator must not matter
+        before = np.random.get_state()[1].copy()
+        run = run_scheme(study, name, tmp_path / tag, params=params)
+        assert np.array_equal(np.random.get_state()[1], before)
+        return [b"".join(t.numpy().tobytes() for _, t in sorted(read_probe(run.setup.probe_dir, c.partition)["state"].items()))
+                for c in study.clients]
+
+    first = finals("a", 1.0, 1)
+    assert finals("b", 1.0, 2) == first
+    assert finals("quiet", 0.0, 1) != first

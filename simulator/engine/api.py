@@ -82,13 +82,16 @@ def _task_identity(run_id: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _seeded_global_random(seed: int) -> Iterator[None]:
-    """Flower strategies sample nodes with the global `random`: seed it for the run, then restore."""
-    saved = random.getstate()
+    """Flower strategies sample nodes with the global `random`, and its client-level DP wrapper draws the server's
+    noise from numpy's global generator: seed both for the run, then restore them."""
+    saved, saved_np = random.getstate(), np.random.get_state()
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     try:
         yield
     finally:
         random.setstate(saved)
+        np.random.set_state(saved_np)
 
 
 def _run_id(seed: int) -> int:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -141,6 +142,7 @@ def _main(grid: Grid, context: Context) -> None:
     out: dict[str, Any] = {"entries": [], "context": None, "error": None, "timings": {"main_started": time.time()}}
     try:
         random.seed(int(ours.get(SEED_KEY, 0)))
+        np.random.seed(int(ours.get(SEED_KEY, 0)) % 2**32)  # client-level DP's server noise
         server, _ = build_apps(str(ours[FACTORY_KEY]), user)
         _wait_for_nodes(grid, int(ours[NODES_KEY]))
         out["timings"]["nodes_connected"] = time.time()

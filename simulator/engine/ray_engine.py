@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
@@ -162,6 +163,7 @@ def _child(  # pylint: disable=too-many-arguments
     try:
         os.setsid()
         random.seed(seed)  # strategies sample nodes with the global `random`; this is the child's
+        np.random.seed(seed % 2**32)  # and client-level DP draws the server's noise from numpy's
         if "torch" in sys.modules:  # the server thread must not reuse the parent's OpenMP pool
             sys.modules["torch"].set_num_threads(1)
         from flwr.simulation import run_simulation
