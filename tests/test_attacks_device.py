@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -38,6 +39,20 @@ def run_dir(tmp_path_factory):
         torch.set_num_threads(before)
 
 
+def assert_finite_scores(report) -> None:
+    """What a run on any device must give: finite inversion residuals, membership AUCs in [0, 1], and
+    reconstructions back on the CPU as float arrays. (Run on the CPU too, so the CUDA test's checks are known
+    to select something.)"""
+    frame = report.frame
+    for attack in ("dlg", "ig"):
+        res = frame[(frame["attack"] == attack) & (frame["metric"] == "residual")]["value"]
+        assert len(res) and all(math.isfinite(v) for v in res), attack
+    aucs = frame[frame["attack"].str.startswith("mi-") & (frame["metric"] == "mi_auc")]["value"]
+    assert len(aucs) and all(0.0 <= v <= 1.0 for v in aucs)
+    recs = [r.x for r in report.results if r.x is not None]
+    assert recs and all(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in recs)
+
+
 def _numbers(frame: pd.DataFrame) -> pd.Series:
     kept = frame[frame["metric"] != "seconds"]
     return kept.set_index(["client", "round", "attack", "metric"])["value"].sort_index()
@@ -67,7 +82,9 @@ def test_the_device_reaches_every_stage_that_computes(run_dir, monkeypatch):
     monkeypatch.setattr(MatchProblem, "to", spy_to)
     monkeypatch.setattr(shadow_models.ShadowBank, "__init__", spy_bank)
     monkeypatch.setattr(membership, "record_stats", spy_stats)
-    on_marker = attack_run_report(run_dir, SMALL, seed=0, device=marker).frame
+    report = attack_run_report(run_dir, SMALL, seed=0, device=marker)
+    on_marker = report.frame
+    assert_finite_scores(report)
     for stage, devices in seen.items():
         assert devices and all(d == marker for d in devices), (stage, devices)
     pd.testing.assert_series_equal(_numbers(on_marker), _numbers(default))
@@ -96,9 +113,4 @@ def test_attacks_on_cuda_finish_with_finite_scores(run_dir):
     frame = on_gpu.frame
     assert sorted(map(tuple, frame[["client", "attack", "metric"]].astype(str).values)) == \
         sorted(map(tuple, on_cpu[["client", "attack", "metric"]].astype(str).values))
-    for attack in ("dlg", "ig"):
-        res = frame[(frame["attack"] == attack) & (frame["metric"] == "residual")]["value"]
-        assert len(res) and all(math.isfinite(v) for v in res)
-    aucs = frame[frame["attack"].str.startswith("mi-") & (frame["metric"] == "auc")]["value"]
-    assert len(aucs) and all(0.0 <= v <= 1.0 for v in aucs)
-    assert all(r.x is None or r.x.dtype.kind == "f" for r in on_gpu.results)
+    assert_finite_scores(on_gpu)
