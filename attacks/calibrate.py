@@ -159,6 +159,15 @@ def _drawn_units(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], grou
     return np.concatenate(draws), np.concatenate(units)
 
 
+def _cells_per_draw(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: list | None) -> int:
+    """The (slot, unit) cells `_drawn_units` fills per draw, padding included: slots x the largest member count +
+    slots x the largest non-member count."""
+    slots = len(clusters) if groups is None else \
+        len(set(groups)) * max(groups.count(key) for key in set(groups))
+    widest = sum(max(int((c[2] == k).sum()) for c in clusters) for k in (0, 1))
+    return max(1, slots * widest)
+
+
 def _tie_groups(value: np.ndarray) -> np.ndarray:
     """Each unit's rank among the distinct values, highest first (tied units share one)."""
     distinct = np.unique(value)
@@ -227,12 +236,12 @@ def bootstrap_gain(clusters: list[tuple[np.ndarray, np.ndarray, np.ndarray]], q:
         # than a gain can be (a score in [a, b] against a null in [a, b] gains at most b - a either way).
         width = (q.span[1] - q.span[0]) if q.span else math.inf
         return gain, float(max(min(low, t_low), -width)), float(min(max(high, t_high), width))
-    step = max(1, BOOT_CELLS // len(value))  # draws per block: the drawn units stay a few MB
+    nesting = groups if nested else None
+    step = max(1, BOOT_CELLS // _cells_per_draw(clusters, nesting))  # draws per block: a few MB of indices
     boots = []
     for b in range(0, n_boot, step):
         size = min(step, n_boot - b)
-        boots.append(_membership_boots(q, value, label, *_drawn_units(clusters, groups if nested else None, size, rng),
-                                       size))
+        boots.append(_membership_boots(q, value, label, *_drawn_units(clusters, nesting, size, rng), size))
     boots = np.concatenate(boots)
     boots = boots[np.isfinite(boots)]
     if len(boots) == 0:
