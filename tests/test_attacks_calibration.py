@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.calibrate import (LEAKS, MIN_UNITS, QUANTITIES, UNIT_COLUMNS, _drawn_units, _membership_boots, auc,
-                               bootstrap_gain, calibrate, strongest, tpr_at_fpr)
+from attacks.calibrate import (LEAKS, MIN_UNITS, QUANTITIES, UNIT_COLUMNS, _cells_per_draw, _drawn_units,
+                               _membership_boots, auc, bootstrap_gain, calibrate, strongest, tpr_at_fpr)
 from attacks.metrics import pearson_per_lead
 from attacks.nulls import WAVEFORM_NULLS, null_records, presence_baselines, spectral_noise
 from attacks.observe import DataSpec, LocalTraining, Observation
@@ -227,6 +227,16 @@ def test_drawn_units_keep_each_clusters_classes_and_sizes():
     one = [(np.arange(8.0), np.zeros(8), (np.arange(8) < 4).astype(float))]
     share = _weights(*_drawn_units(one, None, 2000, np.random.default_rng(1)), 2000, 8).mean(0)
     np.testing.assert_allclose(share, 1.0, atol=0.08)
+
+
+def test_membership_draws_are_blocked_by_their_padded_size():
+    """One large client among small ones: each draw pads every drawn client to the largest one's member and
+    non-member counts, so blocks of draws are sized by that, not by the unit count (hand count: 5 slots x
+    (60 + 40)); nested in 2 seeds of 3 and 2 clients, 2 x 3 slots."""
+    big = (np.zeros(100), np.zeros(100), (np.arange(100) < 60).astype(float))
+    small = [(np.zeros(4), np.zeros(4), (np.arange(4) < 2).astype(float)) for _ in range(4)]
+    assert _cells_per_draw([big, *small], None) == 5 * (60 + 40)
+    assert _cells_per_draw([big, *small], ["a", "a", "a", "b", "b"]) == 2 * 3 * (60 + 40)
 
 
 def _loop_bootstrap(clusters, q, level, n_boot, seed):
