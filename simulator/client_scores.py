@@ -3,7 +3,7 @@ the client's personal test records, macro AUROC/F1 on the server's held-out sour
 pretrained model's source score minus the device model's).
 
 Scores are memoised by (the model's exact weights, the records' name) in a `ScoreMemo` the study keeps for all its
-schemes: the pretrained model is scored on every patient's test records once, not once per scheme, and when every
+schemes and their per-round curves (`Study.score_on_test`, `Study.score_on_source`): the pretrained model is scored on every patient's test records once, not once per scheme, and when every
 device ends with the same model (fedavg, fedprox, dp-fedavg, secagg-fedavg, central) the source records are scored
 once, not once per patient. A model in eval mode gives the same logits for the same weights and records, so the
 numbers are those of scoring every time; 64 patients spent about a tenth of `configs/many-patients.toml` on the
@@ -15,7 +15,6 @@ import hashlib
 from torch import nn
 
 from simulator.core.metrics import ClassificationMetrics
-from simulator.core.model import TDSSM
 from simulator.core.phases import evaluate
 from simulator.core.tensors import ECGTensors
 
@@ -56,17 +55,11 @@ def prefixed(prefix: str, m: ClassificationMetrics) -> dict[str, float]:
     return out
 
 
-def device_scores(model: TDSSM, personal: ECGTensors, source: ECGTensors, source_before: ClassificationMetrics,
-                  memo: ScoreMemo | None = None, personal_name: str = "", source_name: str = "source"
-                  ) -> dict[str, float]:
-    """personal_*, source_* and forgetting_* of a device's model; ``source_before``: the pretrained model on ``source``.
-    With a `memo`, ``personal_name`` and ``source_name`` name the records in it."""
-    if memo is None:
-        personal_scores, after_source = evaluate(model, personal), evaluate(model, source)
-    else:
-        personal_scores = memo.score(model, personal, personal_name)
-        after_source = memo.score(model, source, source_name)
-    row = prefixed("personal", personal_scores)
+def device_scores(personal: ClassificationMetrics, after_source: ClassificationMetrics,
+                  source_before: ClassificationMetrics) -> dict[str, float]:
+    """personal_*, source_* and forgetting_* of a device's model from its scores on the client's test records and on
+    the source records; ``source_before``: the pretrained model's on the source records."""
+    row = prefixed("personal", personal)
     row.update(prefixed("source", after_source))
     row["forgetting_macro_auroc"] = source_before.macro_auroc - after_source.macro_auroc
     row["forgetting_macro_f1"] = source_before.macro_f1 - after_source.macro_f1

@@ -5,8 +5,8 @@ into its own model as of its last local update (its personal parts; for fedavg-l
 shared, so it is the global model). On-device schemes (`mu-ft`, `local-ft`) and `central` are read per epoch
 (round = epoch): the device's, or the server's, model after each epoch. Round 0 is the pretrained model.
 The models come from the round probes the apps leave off the wire (`baselines.setup`), are rebuilt with
-`probe_model` (as the final evaluation rebuilds the final probes) and scored with the same `evaluate`, so a
-curve's last round equals the final results.
+`probe_model` (as the final evaluation rebuilds the final probes) and scored the same way (`Study.score_on_test`,
+`Study.score_on_source`, remembered by weights), so a curve's last round equals the final results.
 
 Cumulative bytes come from the wire ledger, summed as the results sum them. A message counts from the round
 it belongs to; the final delivery (a federated round R+1, or what an on-device or central run sends after
@@ -14,7 +14,6 @@ training) counts at the last round, so the last round's totals equal the ledger'
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -24,8 +23,6 @@ import torch
 from baselines.registry import Scheme
 from baselines.setup import RoundProbes, probe_model
 from simulator.core.device import rng_devices
-from simulator.core.metrics import ClassificationMetrics
-from simulator.core.phases import evaluate
 from simulator.ledger import DOWN, UP
 from simulator.study import Study
 
@@ -39,7 +36,6 @@ def round_curves(study: Study, scheme: Scheme, probes: RoundProbes, ledger: pd.D
     rounds = probes.rounds()
     base = {n: p.detach().clone() for n, p in study.pretrained().named_parameters()}
     with_epsilon = any("epsilon" in blob.get("tally", {}) for per in probes.devices.values() for blob in per.values())
-    source_scores: dict[str, ClassificationMetrics] = {}  # clients holding the same model share one source score
     message_rounds = _message_rounds(ledger, scheme.federated, rounds[-1])
     rows: list[dict[str, Any]] = []
     with torch.random.fork_rng(devices=rng_devices(study.device)):
@@ -55,12 +51,9 @@ def round_curves(study: Study, scheme: Scheme, probes: RoundProbes, ledger: pd.D
                 if shared is not None:
                     state.update(shared)
                 model = probe_model(study.config.model, state).to(study.device)
-                personal = evaluate(model, c.test)
-                key = _digest(state)
-                if key not in source_scores:
-                    source_scores[key] = evaluate(model, study.source_eval)
+                personal = study.score_on_test(model, c)  # remembered: clients holding one model share its source score
                 values = {"personal_macro_auroc": personal.macro_auroc, "personal_macro_f1": personal.macro_f1,
-                          "source_macro_auroc": source_scores[key].macro_auroc}
+                          "source_macro_auroc": study.score_on_source(model).macro_auroc}
                 upto = sent & (message_rounds <= rnd)
                 values["bytes_up"] = int(ledger.loc[upto & (ledger["direction"] == UP), "bytes"].sum())
                 values["bytes_down"] = int(ledger.loc[upto & (ledger["direction"] == DOWN), "bytes"].sum())
@@ -95,10 +88,3 @@ def _message_rounds(ledger: pd.DataFrame, federated: bool, last: int) -> pd.Seri
     after = (rnd == rnd.max()) & ~starts if len(rnd) else rnd.astype(bool)
     return pd.Series(np.where(after, last, np.minimum(rnd, min(1, last))), index=ledger.index)
 
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].detach().contiguous().numpy().tobytes())
-    return h.hexdigest()

@@ -237,23 +237,21 @@ def client_table(study: Study, scheme: Scheme, params: Any, result: FederationRe
     """One row per client: personal and source metrics of its final model, forgetting (simulator.client_scores),
     bytes and rounds (simulator.wire_counts), the device cost (simulator.device_cost), epsilon and errors."""
     pretrained = study.pretrained().to(study.device)
-    memo = study.scores
-    source_name = f"source:{study.source_eval_name}"
-    source_before = memo.score(pretrained, study.source_eval, source_name)
+    source_before = study.score_on_source(pretrained)
     frame = result.ledger.to_frame()
     cost = device_cost(study, scheme)
     errors = result.errors()
     rows = []
     for c in study.clients:
         row: dict[str, Any] = {"scheme": scheme.name, "client": c.id}
-        before = memo.score(pretrained, c.test, f"test:{c.id}")
+        before = study.score_on_test(pretrained, c)
         row.update(prefixed("pretrained_personal", before))
         probe = read_probe(probe_dir, c.partition)
         if probe is None:
             row["error"] = _client_error(errors, c.partition) or "device left no final model"
         else:
             model = probe_model(study.config.model, probe["state"]).to(study.device)
-            row.update(device_scores(model, c.test, study.source_eval, source_before, memo, f"test:{c.id}", source_name))
+            row.update(device_scores(study.score_on_test(model, c), study.score_on_source(model), source_before))
             row.update(_tally(probe))
             row["error"] = _client_error(errors, c.partition) or ""
         row.update(wire_counts(frame, errors, c.partition))

@@ -16,6 +16,7 @@ from simulator.client_scores import ScoreMemo
 from simulator.config import RunConfig, parse_fail
 from simulator.core.checkpoint import load_model, read_checkpoint, save_checkpoint
 from simulator.core.device import describe, model_device, resolve_device
+from simulator.core.metrics import ClassificationMetrics
 from simulator.core.model import TDSSM
 from simulator.core.phases import EpochLog, PhaseResult, evaluate, train_plan
 from simulator.core.tensors import ECGTensors, save_npz
@@ -58,6 +59,14 @@ class Study:
     @property
     def source_eval_name(self) -> str:
         return "holdout" if self.source_holdout is not None else "validation"
+
+    def score_on_test(self, model: TDSSM, client: StudyClient) -> ClassificationMetrics:
+        """`model` scored on the client's test records (remembered by its weights: `ScoreMemo`)."""
+        return self.scores.score(model, client.test, f"test:{client.id}")
+
+    def score_on_source(self, model: TDSSM) -> ClassificationMetrics:
+        """`model` scored on the records that measure forgetting (`source_eval`; remembered by its weights)."""
+        return self.scores.score(model, self.source_eval, f"source:{self.source_eval_name}")
 
     def pretrained(self) -> TDSSM:
         """The pretrained model on the CPU (`device` says where to compute with it)."""

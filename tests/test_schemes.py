@@ -241,7 +241,7 @@ def test_memoised_scores_equal_scoring_every_model(runs, study):
         for c in study.clients:
             model = probe_model(study.config.model, read_probe(runs[name].setup.probe_dir, c.partition)["state"])
             digests.add(weights_digest(model))
-            fresh = device_scores(model, c.test, study.source_eval, before)
+            fresh = device_scores(evaluate(model, c.test), evaluate(model, study.source_eval), before)
             for key, value in fresh.items():
                 assert table.loc[c.id, key] == value or (math.isnan(value) and math.isnan(table.loc[c.id, key])), \
                     (name, c.id, key)
